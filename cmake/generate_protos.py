@@ -1,0 +1,36 @@
+"""Generates Python protobuf and gRPC modules from protos/ into a package
+folder, with imports made relative so the modules live inside pyserver.protos.
+
+usage: generate_protos.py PROTO_DIR OUT_DIR
+"""
+
+import pathlib
+import re
+import sys
+
+from grpc_tools import protoc
+
+
+def main() -> int:
+    proto_dir, out_dir = (pathlib.Path(p).resolve() for p in sys.argv[1:3])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    protos = sorted(str(p) for p in proto_dir.glob("*.proto"))
+    include = pathlib.Path(protoc.__file__).parent / "_proto"
+    rc = protoc.main(["protoc", f"-I{proto_dir}", f"-I{include}",
+                      f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", *protos])
+    if rc != 0:
+        return rc
+    local = {pathlib.Path(p).stem + "_pb2" for p in protos}
+    pattern = re.compile(r"^import (\w+_pb2)( as \w+)?$", re.M)
+    for module in out_dir.glob("*_pb2*.py"):
+        text = module.read_text()
+        fixed = pattern.sub(
+            lambda m: f"from . import {m.group(1)}{m.group(2) or ''}" if m.group(1) in local else m.group(0),
+            text)
+        module.write_text(fixed)
+    (out_dir / "__init__.py").write_text('"""Modules generated from protos/ at build time."""\n')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+#include "direct_scheduler.h"
+
+#include "clock.h"
+
+namespace pyserver {
+
+Status DirectScheduler::Create(
+    std::vector<std::unique_ptr<ModelRuntime>> runtimes,
+    CompletionQueue* completions, ModelStats* stats,
+    std::unique_ptr<DirectScheduler>* scheduler) {
+  if (runtimes.empty()) {
+    return Status(StatusCode::kInvalidArg, "a model needs at least one instance");
+  }
+  std::unique_ptr<DirectScheduler> created(
+      new DirectScheduler(std::move(runtimes), completions, stats));
+  for (auto& runtime : created->runtimes_) {
+    ModelRuntime* raw = runtime.get();
+    DirectScheduler* self = created.get();
+    created->threads_.emplace_back([self, raw] { self->InstanceLoop(raw); });
+  }
+  *scheduler = std::move(created);
+  return Status::Success();
+}
+
+DirectScheduler::DirectScheduler(
+    std::vector<std::unique_ptr<ModelRuntime>> runtimes,
+    CompletionQueue* completions, ModelStats* stats)
+    : runtimes_(std::move(runtimes)), completions_(completions), stats_(stats) {}
+
+DirectScheduler::~DirectScheduler() { Stop(); }
+
+Status DirectScheduler::Enqueue(std::unique_ptr<InferRequest>* request) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      return Status(StatusCode::kUnavailable, "model is being unloaded");
+    }
+    (*request)->enqueued_ns = MonotonicNs();
+    inflight_.fetch_add(1);
+    queue_.push_back(std::move(*request));
+  }
+  cv_.notify_one();
+  return Status::Success();
+}
+
+void DirectScheduler::Stop() {
+  std::lock_guard<std::mutex> stop_lock(stop_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
+}
+
+void DirectScheduler::InstanceLoop(ModelRuntime* runtime) {
+  std::vector<InferRequest*> batch(1);
+  while (true) {
+    std::unique_ptr<InferRequest> request;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything accepted is done
+      request = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    request->compute_start_ns = MonotonicNs();
+    batch[0] = request.get();
+    runtime->Execute(batch);
+    request->compute_end_ns = MonotonicNs();
+    request->counts_execution = request->status.IsOk();
+    stats_->RecordCompleted(*request);
+    inflight_.fetch_sub(1);
+    completions_->Push(std::move(request));
+  }
+}
+
+}  // namespace pyserver

@@ -1,0 +1,49 @@
+// ModelStats: inference statistics of one model version.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "infer_request.h"
+
+namespace pyserver {
+
+// Cumulative figures for one request batch size (v1 InferRequestStats).
+struct BatchSizeStats {
+  uint64_t success_count = 0;
+  uint64_t success_ns = 0;  // request duration: received -> computed
+  uint64_t compute_count = 0;
+  uint64_t compute_ns = 0;
+  uint64_t queue_count = 0;
+  uint64_t queue_ns = 0;
+  uint64_t failed_count = 0;
+  uint64_t failed_ns = 0;
+};
+
+struct ModelStatsSnapshot {
+  std::map<uint32_t, BatchSizeStats> by_batch_size;
+  uint64_t inference_count = 0;  // sum of batch sizes of successful requests
+  uint64_t execution_count = 0;  // batches executed
+  uint64_t last_inference_ns = 0;
+};
+
+// Thread safe: one mutex per model version, held for a few additions; no
+// global lock is shared between models.
+class ModelStats {
+ public:
+  // Records a request that finished in an instance (success or failure).
+  void RecordCompleted(const InferRequest& request);
+
+  // Records a request rejected before it reached the scheduler.
+  void RecordRejected(uint32_t batch_size, uint64_t duration_ns);
+
+  ModelStatsSnapshot Snapshot() const;
+
+ private:
+  mutable std::mutex mu_;
+  ModelStatsSnapshot stats_;
+};
+
+}  // namespace pyserver

@@ -1,0 +1,56 @@
+"""Status codes and the one exception type that carries them to the wire.
+
+Codes are the v1 ``RequestStatusCode`` values; every transport maps them
+through the tables here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Code(enum.IntEnum):
+    """v1 RequestStatusCode."""
+
+    SUCCESS = 1
+    UNKNOWN = 2
+    INTERNAL = 3
+    NOT_FOUND = 4
+    INVALID_ARG = 5
+    UNAVAILABLE = 6
+    UNSUPPORTED = 7
+    ALREADY_EXISTS = 8
+
+
+class ServerError(Exception):
+    """A failed request: a v1 status code and a message for the client."""
+
+    def __init__(self, code: Code | int, message: str) -> None:
+        super().__init__(message)
+        self.code = Code(code)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ServerError({self.code.name}, {self.message!r})"
+
+
+def invalid_arg(message: str) -> ServerError:
+    return ServerError(Code.INVALID_ARG, message)
+
+
+def not_found(message: str) -> ServerError:
+    return ServerError(Code.NOT_FOUND, message)
+
+
+def unavailable(message: str) -> ServerError:
+    return ServerError(Code.UNAVAILABLE, message)
+
+
+def internal(message: str) -> ServerError:
+    return ServerError(Code.INTERNAL, message)
+
+
+# v1 HTTP answers 200 only on SUCCESS and 400 for every other code
+# (reference/v1-protocol-facts.md §2.3).
+def v1_http_status(code: Code) -> int:
+    return 200 if code == Code.SUCCESS else 400

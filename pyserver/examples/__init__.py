@@ -1,0 +1,1 @@
+"""Example ONNX models and model store for pyserver."""
