@@ -1,0 +1,46 @@
+"""Backends: one module per platform, each with ``load(...)`` returning a
+runtime that has ``execute(payloads) -> results`` and ``close()``.
+
+Modules are imported lazily, only when a model of their platform loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol, Sequence
+
+from pyserver.errors import ServerError, Code
+from pyserver.protos import model_config_pb2 as mc
+
+_MODULES = {
+    "onnxruntime_onnx": "pyserver.backends.onnxruntime_onnx",
+}
+
+
+class Payload(Protocol):
+    """What a runtime receives per request: the whole batch of each input."""
+
+    inputs: dict
+    outputs: Sequence[str]
+
+
+class Runtime(Protocol):
+    def execute(self, payloads: list) -> list: ...
+
+    def close(self) -> None: ...
+
+
+def backend_for(platform: str) -> ModuleType:
+    """Imports and returns the backend module of ``platform``."""
+    module = _MODULES.get(platform)
+    if module is None:
+        raise ServerError(Code.UNSUPPORTED, f"platform '{platform}' has no backend in this server")
+    return importlib.import_module(module)
+
+
+def load_runtime(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                 device_id: int) -> Runtime:
+    """Loads one instance of a model version. Raises on failure."""
+    return backend_for(config.platform).load(config, model_path, instance, device_id)

@@ -1,0 +1,121 @@
+"""``pyserver``: flags, start-up, signals and shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pyserver.http.h11_protocol import HttpLimits, serve_http
+from pyserver.http.v1_api import V1HttpApi
+from pyserver.server import InferenceServer, ServerOptions
+
+log = logging.getLogger("pyserver")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyserver", description="Inference server (v1 HTTP API).")
+    p.add_argument("--model-store", "--model-repository", dest="model_store", required=True,
+                   help="model store folder: <store>/<model>/config.pbtxt and version folders")
+    p.add_argument("--id", default="inference:0", help="server id reported in status")
+    p.add_argument("--http-address", default="0.0.0.0")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001,
+                   help="gRPC port (the gRPC front end is not served yet)")
+    p.add_argument("--metrics-port", type=int, default=8002,
+                   help="metrics port (metrics are not served yet)")
+    p.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024,
+                   help="largest request body accepted, in bytes")
+    p.add_argument("--strict-liveness", "--strict-readiness", dest="strict_readiness",
+                   type=_bool, nargs="?", const=True, default=True,
+                   help="ready only when every model is ready (default true)")
+    p.add_argument("--exit-on-error", type=_bool, nargs="?", const=True, default=True,
+                   help="exit when a model fails to load at start-up (default true)")
+    p.add_argument("--repository-poll-secs", type=float, default=15.0,
+                   help="rescan the store this often; 0 disables polling")
+    p.add_argument("--exit-timeout-secs", type=float, default=30.0,
+                   help="on shutdown, wait this long for requests in flight")
+    p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0)
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    options = ServerOptions(model_store=Path(args.model_store), server_id=args.id,
+                            strict_readiness=args.strict_readiness,
+                            repository_poll_secs=args.repository_poll_secs,
+                            exit_timeout_secs=args.exit_timeout_secs)
+    if not options.model_store.is_dir():
+        log.error("model store '%s' is not a folder", options.model_store)
+        return 1
+    server = InferenceServer(options)
+    loop = asyncio.get_running_loop()
+    server.attach(loop)
+    failures = await loop.run_in_executor(None, server.load_models)
+    if failures and args.exit_on_error:
+        for line in failures:
+            log.error("failed to load %s", line)
+        log.error("exiting: some models failed to load (use --exit-on-error=false to serve the rest)")
+        await server.shutdown()
+        return 1
+    connections: set = set()
+    limits = HttpLimits(max_body_bytes=args.http_max_input_size)
+    http = await serve_http(V1HttpApi(server), args.http_address, args.http_port, limits, connections)
+    server.mark_ready()
+    log.info("Starting server '%s' (pyserver %s) on model store %s", server.id, server.version,
+             options.model_store)
+    log.info("Started HTTPService at %s:%d", args.http_address, args.http_port)
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    poller = loop.create_task(_poll(server, options.repository_poll_secs))
+    await stop.wait()
+
+    log.info("shutting down: refusing new requests, draining those in flight")
+    poller.cancel()
+    http.close()
+    await server.shutdown()
+    for connection in list(connections):
+        connection.shutdown()
+    await http.wait_closed()
+    log.info("server stopped")
+    return 0
+
+
+async def _poll(server: InferenceServer, interval: float) -> None:
+    if interval <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await loop.run_in_executor(None, server.poll_repository)
+        except Exception:
+            log.exception("model store scan failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.log_verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+                        stream=sys.stderr)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP transport (h11) and the v1 HTTP API on top of it."""

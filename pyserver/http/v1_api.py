@@ -1,0 +1,157 @@
+"""The v1 HTTP API: /api/health, /api/status and /api/infer.
+
+Every answer except routing and method errors carries ``NV-Status``; infer
+answers carry ``NV-InferResponse`` too. Status codes are v1's: 200 on
+SUCCESS, 400 otherwise (errors.v1_http_status).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyserver import _core
+from pyserver.errors import Code, ServerError, invalid_arg, v1_http_status
+from pyserver.http.h11_protocol import RequestCycle
+from pyserver.protocol import v1_infer, v1_status
+from pyserver.repository.manager import LATEST
+from pyserver.server import InferenceServer, ServerState
+
+log = logging.getLogger("pyserver.http")
+
+_OCTET = (b"content-type", b"application/octet-stream")
+_TEXT = (b"content-type", b"text/plain")
+_API_PREFIXES = (b"/api/health", b"/api/status", b"/api/infer")
+
+
+class V1HttpApi:
+    """Routes requests to the v1 handlers. Runs on the event loop."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+        self._status_prefix = f'server_id: "{server.id}" request_id: '
+
+    def handle(self, cycle: RequestCycle) -> None:
+        path = cycle.path
+        if path.startswith(b"/api/infer/"):
+            if cycle.method != b"POST":
+                return _method_not_allowed(cycle)
+            return self._infer(cycle, path[len(b"/api/infer/"):])
+        if path.startswith(b"/api/health"):
+            if cycle.method != b"GET":
+                return _method_not_allowed(cycle)
+            return self._health(cycle, path[len(b"/api/health"):])
+        if path == b"/api/status" or path.startswith(b"/api/status/"):
+            if cycle.method != b"GET":
+                return _method_not_allowed(cycle)
+            return self._status(cycle, path[len(b"/api/status"):].strip(b"/"))
+        if path.startswith(_API_PREFIXES):
+            if path == b"/api/infer" and cycle.method != b"POST":
+                return _method_not_allowed(cycle)
+            return cycle.respond(400, [_TEXT], b"malformed request path: " + path)
+        cycle.respond(400, [_TEXT], b"unknown API path: " + path)
+
+    # -- health ---------------------------------------------------------------
+
+    def _health(self, cycle: RequestCycle, mode: bytes) -> None:
+        if mode == b"/live":
+            healthy = self.server.live
+        elif mode == b"/ready":
+            healthy = self.server.ready
+        else:
+            return cycle.respond(400, [_TEXT], b"health mode must be /live or /ready")
+        code, message = Code.SUCCESS, ""
+        if not healthy and self.server.state == ServerState.EXITING:
+            code, message = Code.UNAVAILABLE, "Server exiting"
+        cycle.respond(200 if healthy else 400, [self._nv_status(code, message)])
+
+    # -- status ---------------------------------------------------------------
+
+    def _status(self, cycle: RequestCycle, model: bytes) -> None:
+        fmt = (cycle.query_param(b"format") or b"").decode("latin-1")
+        if not fmt:
+            accept = cycle.header(b"accept") or b""
+            fmt = "json" if b"application/json" in accept else "text"
+        try:
+            if fmt not in ("text", "binary", "json"):
+                raise invalid_arg(f"unknown status format '{fmt}'; use text, binary or json")
+            status = v1_status.server_status(self.server, model.decode("utf-8", "replace"))
+        except ServerError as exc:
+            return cycle.respond(400, [self._nv_status(exc.code, exc.message)])
+        body, content_type = v1_status.encode(status, fmt)
+        cycle.respond(200, [self._nv_status(Code.SUCCESS, ""),
+                            (b"content-type", content_type.encode())], body)
+
+    # -- infer ----------------------------------------------------------------
+
+    def _infer(self, cycle: RequestCycle, route: bytes) -> None:
+        received = _core.monotonic_ns()
+        server = self.server
+        version = None
+        request_id = 0
+        try:
+            model, version_number = _parse_infer_route(route)
+            version = server.resolve(model, version_number)
+            header_text = cycle.header(b"nv-inferrequest")
+            if header_text is None:
+                raise invalid_arg("inference request is missing the NV-InferRequest header")
+            plan = v1_infer.plan_for(version, header_text.decode("utf-8", "replace"))
+            request_id = plan.request_id
+            payload = plan.payload_from_body(cycle.body)
+            binary = cycle.query_param(b"format") == b"binary"
+
+            def done(code: int, message: str, result, timings: tuple) -> None:
+                if code != Code.SUCCESS:
+                    return self._infer_error(cycle, code, message, request_id)
+                try:
+                    response = v1_infer.build_response(plan, result)
+                except ServerError as exc:
+                    return self._infer_error(cycle, exc.code, exc.message, request_id)
+                response.raw.append(response.binary if binary else response.text.encode())
+                cycle.respond(200, [_OCTET, self._nv_status(Code.SUCCESS, ""),
+                                    (b"nv-inferresponse", response.one_line.encode())],
+                              b"".join(response.raw))
+
+            server.submit(version, plan.batch_size, payload, received, done)
+        except ServerError as exc:
+            if version is not None:
+                server.record_rejected(version, max(_header_batch_size(cycle), 1), received)
+            self._infer_error(cycle, exc.code, exc.message, request_id)
+
+    def _infer_error(self, cycle: RequestCycle, code: int, message: str, request_id: int) -> None:
+        response_header = f"id: {request_id}" if request_id else ""
+        cycle.respond(v1_http_status(code), [self._nv_status(code, message),
+                                             (b"nv-inferresponse", response_header.encode())],
+                      message.encode())
+
+    def _nv_status(self, code: int, message: str) -> tuple[bytes, bytes]:
+        request_id = self.server.next_request_id()
+        if code == Code.SUCCESS:
+            text = f"code: SUCCESS {self._status_prefix}{request_id}"
+        else:
+            text = v1_infer.status_text(code, message, self.server.id, request_id)
+        return (b"nv-status", text.encode())
+
+
+def _parse_infer_route(route: bytes) -> tuple[str, int]:
+    """``<model>`` or ``<model>/<version>``."""
+    model, _, version = route.partition(b"/")
+    if not model or b"/" in version:
+        raise invalid_arg("infer path must be /api/infer/<model>[/<version>]")
+    if not version:
+        return model.decode("utf-8", "replace"), LATEST
+    if not version.isdigit():
+        raise invalid_arg(f"model version must be a number, got '{version.decode('latin-1')}'")
+    return model.decode("utf-8", "replace"), int(version)
+
+
+def _header_batch_size(cycle: RequestCycle) -> int:
+    """Best-effort batch size of a refused request, for statistics."""
+    text = cycle.header(b"nv-inferrequest") or b""
+    head, found, rest = text.partition(b"batch_size:")
+    digits = rest.strip().split(b" ", 1)[0] if found else b""
+    return int(digits) if digits.isdigit() else 1
+
+
+def _method_not_allowed(cycle: RequestCycle) -> None:
+    cycle.respond(405, [_TEXT], b"method not allowed")
+

@@ -1,0 +1,1 @@
+"""The model repository: store scan, config load, normalise and validate, version policy."""

@@ -1,0 +1,231 @@
+"""The model lifecycle: scan the store, load and unload versions, and keep
+the table that requests are resolved against.
+
+Every version is a small state machine (LOADING -> READY | UNAVAILABLE,
+READY -> UNLOADING -> gone). A reload makes the new version READY before the
+old one goes. Scans run on one worker thread at a time; the event loop only
+reads the resolution table, which is replaced whole after each change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyserver import _core
+from pyserver.backends import load_runtime
+from pyserver.errors import ServerError, not_found, unavailable
+from pyserver.protos import model_config_pb2 as mc
+from pyserver.protos import server_status_pb2 as ss
+from pyserver.repository import config as cfg
+
+log = logging.getLogger("pyserver.repository")
+
+LATEST = -1
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One version of a model: its config, instances and scheduler."""
+
+    name: str
+    version: int
+    config: mc.ModelConfig
+    labels: dict[str, list[str]]
+    state: int = ss.MODEL_LOADING
+    reason: str = ""
+    stats: _core.ModelStats = field(default_factory=_core.ModelStats)
+    scheduler: _core.ModelScheduler | None = None
+    runtimes: list = field(default_factory=list)
+    # Per-version cache the protocol layer may fill (e.g. parsed request plans).
+    plans: dict = field(default_factory=dict)
+
+    def unload(self) -> None:
+        """Finishes accepted requests, then releases the runtimes. Blocks."""
+        self.state = ss.MODEL_UNLOADING
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        for runtime in self.runtimes:
+            runtime.close()
+        self.runtimes = []
+        self.state = ss.MODEL_UNAVAILABLE
+
+
+@dataclass(eq=False)
+class Model:
+    """A model folder as last scanned."""
+
+    name: str
+    path: Path
+    config: mc.ModelConfig | None
+    config_text: str
+    error: str = ""
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+
+
+class RepositoryManager:
+    """Owns every loaded model of one store."""
+
+    def __init__(self, root: Path, completions: _core.CompletionQueue, gpu_count: int = 0) -> None:
+        self.root = Path(root)
+        self._completions = completions
+        self._gpu_count = gpu_count
+        self._scan_lock = threading.Lock()
+        self.models: dict[str, Model] = {}
+        # Resolution table, replaced whole (never mutated) after each change.
+        self._ready: dict[tuple[str, int], ModelVersion] = {}
+
+    # -- requests -----------------------------------------------------------
+
+    def resolve(self, name: str, version: int = LATEST) -> ModelVersion:
+        """The READY version a request runs on. ``LATEST`` = highest READY."""
+        found = self._ready.get((name, version))
+        if found is not None:
+            return found
+        if name not in self.models:
+            raise not_found(f"model '{name}' is not found")
+        if version == LATEST:
+            raise unavailable(f"model '{name}' has no ready version")
+        raise not_found(f"model '{name}' version {version} is not found")
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def poll(self) -> None:
+        """Brings the loaded models in line with the store. Blocks while
+        versions load or drain; one scan at a time."""
+        with self._scan_lock:
+            on_disk = self._model_dirs()
+            for name in sorted(set(self.models) - set(on_disk)):
+                self._remove_model(name)
+            for name, path in sorted(on_disk.items()):
+                self._sync_model(name, path)
+            self._publish()
+
+    def stop(self) -> None:
+        """Unloads every version (accepted requests finish first). Blocks."""
+        with self._scan_lock:
+            for name in list(self.models):
+                self._remove_model(name)
+            self._publish()
+
+    def failures(self) -> list[str]:
+        """One line per model or version that failed to load."""
+        failed = []
+        for model in self.models.values():
+            if model.error:
+                failed.append(f"{model.name}: {model.error}")
+            for v in model.versions.values():
+                if v.state == ss.MODEL_UNAVAILABLE:
+                    failed.append(f"{model.name} version {v.version}: {v.reason}")
+        return failed
+
+    def all_ready(self) -> bool:
+        """Every model has at least one version and all of them are READY."""
+        return all(m.versions and not m.error and
+                   all(v.state == ss.MODEL_READY for v in m.versions.values())
+                   for m in self.models.values())
+
+    # -- internals ----------------------------------------------------------
+
+    def _model_dirs(self) -> dict[str, Path]:
+        try:
+            entries = list(self.root.iterdir())
+        except OSError as exc:
+            log.error("cannot read model store %s: %s", self.root, exc)
+            return {name: self.root / name for name in self.models}
+        return {p.name: p for p in entries if p.is_dir() and not p.name.startswith(".")}
+
+    def _sync_model(self, name: str, path: Path) -> None:
+        try:
+            config_text = (path / cfg.CONFIG_FILENAME).read_text()
+        except OSError:
+            config_text = ""
+        model = self.models.get(name)
+        if model is not None and model.config_text != config_text:
+            self._reload_model(model, path, config_text)
+            return
+        if model is None:
+            model = self._new_model(name, path, config_text)
+            self.models[name] = model
+        if model.config is None:
+            return
+        try:
+            wanted = set(cfg.select_versions(model.config, cfg.versions_on_disk(path)))
+        except OSError as exc:
+            log.error("cannot list versions of %s: %s", name, exc)
+            return
+        added = sorted(wanted - set(model.versions))
+        for version in added:
+            model.versions[version] = self._load_version(model, path, version)
+        if added:
+            self._publish()
+        for version in sorted(set(model.versions) - wanted):
+            log.info("unloading %s version %d", name, version)
+            gone = model.versions.pop(version)
+            self._publish()
+            gone.unload()
+
+    def _new_model(self, name: str, path: Path, config_text: str) -> Model:
+        try:
+            config = cfg.load_config(path, self._gpu_count)
+        except ServerError as exc:
+            log.error("model '%s' failed to load: %s", name, exc.message)
+            return Model(name, path, None, config_text, error=exc.message)
+        return Model(name, path, config, config_text)
+
+    def _reload_model(self, old: Model, path: Path, config_text: str) -> None:
+        """A changed config: load the new model fully, then drop the old one."""
+        log.info("config of '%s' changed; reloading", old.name)
+        new = self._new_model(old.name, path, config_text)
+        if new.config is not None:
+            for version in cfg.select_versions(new.config, cfg.versions_on_disk(path)):
+                new.versions[version] = self._load_version(new, path, version)
+        self.models[old.name] = new
+        self._publish()
+        for version in old.versions.values():
+            version.unload()
+
+    def _remove_model(self, name: str) -> None:
+        model = self.models.pop(name)
+        log.info("unloading model '%s'", name)
+        self._publish()
+        for version in model.versions.values():
+            version.unload()
+
+    def _load_version(self, model: Model, path: Path, version: int) -> ModelVersion:
+        config = model.config
+        entry = ModelVersion(model.name, version, config, labels={})
+        log.info("loading %s version %d", model.name, version)
+        try:
+            entry.labels = cfg.load_labels(path, config)
+            model_file = cfg.model_path(path, version, config)
+            for group in config.instance_group:
+                devices = list(group.gpus) if group.kind == mc.ModelInstanceGroup.KIND_GPU else [-1]
+                for device in devices:
+                    for _ in range(group.count):
+                        entry.runtimes.append(load_runtime(config, model_file, group, device))
+            entry.scheduler = _core.ModelScheduler(entry.runtimes, self._completions, entry.stats)
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
+            log.error("%s version %d failed to load: %s", model.name, version, reason)
+            for runtime in entry.runtimes:
+                runtime.close()
+            entry.runtimes = []
+            entry.state = ss.MODEL_UNAVAILABLE
+            entry.reason = reason
+            return entry
+        entry.state = ss.MODEL_READY
+        log.info("%s version %d is ready", model.name, version)
+        return entry
+
+    def _publish(self) -> None:
+        ready: dict[tuple[str, int], ModelVersion] = {}
+        for model in self.models.values():
+            live = [v for v in model.versions.values() if v.state == ss.MODEL_READY]
+            for v in live:
+                ready[(model.name, v.version)] = v
+            if live:
+                ready[(model.name, LATEST)] = max(live, key=lambda v: v.version)
+        self._ready = ready
