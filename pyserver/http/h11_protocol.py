@@ -171,7 +171,6 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def _dispatch(self, cycle: RequestCycle) -> None:
-        self._pause_reading()
         try:
             pending = self.app.handle(cycle)
         except Exception:
@@ -221,7 +220,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not self._writing_paused:
             self._resume_reading()
-            self._process()
+            if self.conn.trailing_data[0]:
+                self._process()
 
     def _reject(self, status: int, message: str) -> None:
         """Answers a request the parser or the limits refused, then closes."""

@@ -1,0 +1,23 @@
+# The two commands of the README. Both build pyserver into ./.venv first.
+PYTHON ?= python3
+VENV := .venv
+STORE := example_store
+
+.PHONY: serve test install clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+
+install: $(VENV)/bin/python
+	$(VENV)/bin/pip install ".[examples,test]"
+
+serve: install
+	$(VENV)/bin/python -m pyserver.examples.store $(STORE)
+	$(VENV)/bin/pyserver --model-store=$(STORE)
+
+test: install
+	$(VENV)/bin/python tests/run.py
+
+clean:
+	rm -rf build $(VENV) $(STORE)
