@@ -14,6 +14,15 @@ from pyserver.protos import model_config_pb2 as mc
 INTRA_OP_THREADS = "intra_op_thread_count"
 INTER_OP_THREADS = "inter_op_thread_count"
 
+# onnxruntime's type strings, as v1 DataType values.
+_ORT_TYPES = {
+    "tensor(bool)": mc.TYPE_BOOL, "tensor(uint8)": mc.TYPE_UINT8, "tensor(uint16)": mc.TYPE_UINT16,
+    "tensor(uint32)": mc.TYPE_UINT32, "tensor(uint64)": mc.TYPE_UINT64, "tensor(int8)": mc.TYPE_INT8,
+    "tensor(int16)": mc.TYPE_INT16, "tensor(int32)": mc.TYPE_INT32, "tensor(int64)": mc.TYPE_INT64,
+    "tensor(float16)": mc.TYPE_FP16, "tensor(float)": mc.TYPE_FP32, "tensor(double)": mc.TYPE_FP64,
+    "tensor(string)": mc.TYPE_STRING,
+}
+
 
 def _parameter(config: mc.ModelConfig, key: str, default: int) -> int:
     if key in config.parameters:
@@ -78,14 +87,16 @@ def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGro
 
 
 def _check_io(session: ort.InferenceSession, config: mc.ModelConfig) -> None:
-    """Config tensors must exist in the model under the same names."""
-    model_inputs = {i.name for i in session.get_inputs()}
-    model_outputs = {o.name for o in session.get_outputs()}
-    for tensor in config.input:
-        if tensor.name not in model_inputs:
-            raise ServerError(Code.INVALID_ARG, f"model has no input '{tensor.name}'; "
-                              f"it has {', '.join(sorted(model_inputs))}")
-    for tensor in config.output:
-        if tensor.name not in model_outputs:
-            raise ServerError(Code.INVALID_ARG, f"model has no output '{tensor.name}'; "
-                              f"it has {', '.join(sorted(model_outputs))}")
+    """Config tensors must exist in the model, with the same data types."""
+    for kind, tensors, model_tensors in (("input", config.input, session.get_inputs()),
+                                         ("output", config.output, session.get_outputs())):
+        by_name = {t.name: t for t in model_tensors}
+        for tensor in tensors:
+            found = by_name.get(tensor.name)
+            if found is None:
+                raise ServerError(Code.INVALID_ARG, f"model has no {kind} '{tensor.name}'; "
+                                  f"it has {', '.join(sorted(by_name))}")
+            actual = _ORT_TYPES.get(found.type)
+            if actual != tensor.data_type:
+                raise ServerError(Code.INVALID_ARG, f"{kind} '{tensor.name}' is {found.type} in "
+                                  f"the model but {mc.DataType.Name(tensor.data_type)} in the config")
