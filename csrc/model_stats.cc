@@ -2,6 +2,17 @@
 
 namespace pyserver {
 
+const double kLatencyBucketsUs[kLatencyBucketCount] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000};
+
+void LatencyHistogram::Observe(uint64_t ns) {
+  const double us = static_cast<double>(ns) / 1000.0;
+  int bucket = 0;
+  while (bucket < kLatencyBucketCount && us > kLatencyBucketsUs[bucket]) ++bucket;
+  counts[bucket] += 1;
+  sum_ns += ns;
+}
+
 void ModelStats::RecordCompleted(const InferRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   BatchSizeStats& s = stats_.by_batch_size[request.batch_size];
@@ -11,12 +22,17 @@ void ModelStats::RecordCompleted(const InferRequest& request) {
     s.failed_ns += total;
     return;
   }
+  const uint64_t queue = request.compute_start_ns - request.enqueued_ns;
+  const uint64_t compute = request.compute_end_ns - request.compute_start_ns;
   s.success_count += 1;
   s.success_ns += total;
   s.queue_count += 1;
-  s.queue_ns += request.compute_start_ns - request.enqueued_ns;
+  s.queue_ns += queue;
   s.compute_count += 1;
-  s.compute_ns += request.compute_end_ns - request.compute_start_ns;
+  s.compute_ns += compute;
+  stats_.request_latency.Observe(total);
+  stats_.queue_latency.Observe(queue);
+  stats_.compute_latency.Observe(compute);
   stats_.inference_count += request.batch_size;
   if (request.counts_execution) stats_.execution_count += 1;
   stats_.last_inference_ns = request.compute_end_ns;

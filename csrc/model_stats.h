@@ -22,8 +22,24 @@ struct BatchSizeStats {
   uint64_t failed_ns = 0;
 };
 
+// Latency histogram with fixed bucket bounds (kLatencyBucketsUs, in
+// microseconds, plus an implicit +Inf bucket). Counts are per bucket, not
+// cumulative.
+constexpr int kLatencyBucketCount = 14;
+extern const double kLatencyBucketsUs[kLatencyBucketCount];
+
+struct LatencyHistogram {
+  uint64_t counts[kLatencyBucketCount + 1] = {};
+  uint64_t sum_ns = 0;
+  void Observe(uint64_t ns);
+};
+
 struct ModelStatsSnapshot {
   std::map<uint32_t, BatchSizeStats> by_batch_size;
+  // Successful requests only.
+  LatencyHistogram request_latency;
+  LatencyHistogram queue_latency;
+  LatencyHistogram compute_latency;
   uint64_t inference_count = 0;  // sum of batch sizes of successful requests
   uint64_t execution_count = 0;  // batches executed
   uint64_t last_inference_ns = 0;

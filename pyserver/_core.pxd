@@ -66,8 +66,18 @@ cdef extern from "model_stats.h" namespace "pyserver" nogil:
         uint64_t failed_count
         uint64_t failed_ns
 
+    const int kLatencyBucketCount "pyserver::kLatencyBucketCount"
+    const double kLatencyBucketsUs "pyserver::kLatencyBucketsUs"[]
+
+    cdef cppclass CLatencyHistogram "pyserver::LatencyHistogram":
+        uint64_t counts[15]  # kLatencyBucketCount + 1
+        uint64_t sum_ns
+
     cdef cppclass CModelStatsSnapshot "pyserver::ModelStatsSnapshot":
         map[uint32_t, CBatchSizeStats] by_batch_size
+        CLatencyHistogram request_latency
+        CLatencyHistogram queue_latency
+        CLatencyHistogram compute_latency
         uint64_t inference_count
         uint64_t execution_count
         uint64_t last_inference_ns

@@ -22,6 +22,17 @@ cdef int _check(const CStatus& status) except -1:
     return 0
 
 
+def latency_buckets_us():
+    """Upper bounds of the latency histogram buckets, in microseconds
+    (a last +Inf bucket is implied)."""
+    return [kLatencyBucketsUs[i] for i in range(kLatencyBucketCount)]
+
+
+cdef dict _histogram(const CLatencyHistogram& h):
+    return {"counts": [h.counts[i] for i in range(kLatencyBucketCount + 1)],
+            "sum_ns": h.sum_ns}
+
+
 def monotonic_ns():
     """The core's clock (CLOCK_MONOTONIC), in nanoseconds."""
     return CMonotonicNs()
@@ -83,7 +94,8 @@ cdef class ModelStats:
 
     def snapshot(self):
         """Returns a dict: inference_count, execution_count,
-        last_inference_ns and by_batch_size {size: {field: value}}."""
+        last_inference_ns, by_batch_size {size: {field: value}} and the
+        request/queue/compute latency histograms {counts, sum_ns}."""
         cdef CModelStatsSnapshot snap = self.stats.Snapshot()
         by_size = {}
         for item in snap.by_batch_size:
@@ -99,6 +111,9 @@ cdef class ModelStats:
             "execution_count": snap.execution_count,
             "last_inference_ns": snap.last_inference_ns,
             "by_batch_size": by_size,
+            "request_latency": _histogram(snap.request_latency),
+            "queue_latency": _histogram(snap.queue_latency),
+            "compute_latency": _histogram(snap.compute_latency),
         }
 
 
