@@ -168,6 +168,9 @@ class HttpProtocol(asyncio.Protocol):
                               f"{self.limits.max_body_bytes} bytes")
             return False
         self.cycle = RequestCycle(self, event.method, event.target, list(event.headers))
+        if self.conn.they_are_waiting_for_100_continue and self.transport is not None:
+            self.transport.write(self.conn.send(h11.InformationalResponse(status_code=100,
+                                                                          headers=[])))
         return True
 
     def _dispatch(self, cycle: RequestCycle) -> None:

@@ -89,13 +89,13 @@ class V1HttpApi:
         version = None
         request_id = 0
         try:
+            raw_header = cycle.header(b"nv-inferrequest")
+            if raw_header is None:
+                raise invalid_arg("inference request is missing the NV-InferRequest header")
+            plan_text, request_id = v1_infer.split_request_id(raw_header.decode("utf-8", "replace"))
             model, version_number = _parse_infer_route(route)
             version = server.resolve(model, version_number)
-            header_text = cycle.header(b"nv-inferrequest")
-            if header_text is None:
-                raise invalid_arg("inference request is missing the NV-InferRequest header")
-            plan = v1_infer.plan_for(version, header_text.decode("utf-8", "replace"))
-            request_id = plan.request_id
+            plan = v1_infer.plan_for(version, plan_text)
             payload = plan.payload_from_body(cycle.body)
             binary = cycle.query_param(b"format") == b"binary"
 
@@ -103,7 +103,7 @@ class V1HttpApi:
                 if code != Code.SUCCESS:
                     return self._infer_error(cycle, code, message, request_id)
                 try:
-                    response = v1_infer.build_response(plan, result)
+                    response = v1_infer.build_response(plan, result, request_id)
                 except ServerError as exc:
                     return self._infer_error(cycle, exc.code, exc.message, request_id)
                 response.raw.append(response.binary if binary else response.text.encode())

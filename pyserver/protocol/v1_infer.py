@@ -8,6 +8,7 @@ body and a cached response header with the request id appended.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from pyserver.protos import model_config_pb2 as mc
 from pyserver.repository.manager import ModelVersion
 
 MAX_CACHED_PLANS = 1024
+_ID_FIELD = re.compile(r"(?:^|\s)id:\s*(\d+)")
 _ID_TAG = b"\x28"  # InferResponseHeader.id: field 5, varint
 
 
@@ -59,7 +61,6 @@ class InferPlan:
     """A validated NV-InferRequest for one model version."""
 
     version: ModelVersion
-    request_id: int          # client id from the header (echoed back)
     batch_size: int
     inputs: list[InputPlan]
     outputs: list[OutputPlan]
@@ -107,17 +108,28 @@ def _input_array(spec: InputPlan, data: memoryview) -> np.ndarray:
 
 # -- plans --------------------------------------------------------------------
 
-def plan_for(version: ModelVersion, header_text: str) -> InferPlan:
-    """The cached plan for ``header_text`` on ``version``; parsed and validated
-    on first use. Raises ServerError(INVALID_ARG) for a bad header."""
+def split_request_id(header_text: str) -> tuple[str, int]:
+    """Separates the client's ``id`` from the rest of an NV-InferRequest, so
+    that requests differing only in their id share one plan. Cheap: no
+    protobuf parsing."""
+    match = _ID_FIELD.search(header_text)
+    if match is None or header_text.count('"', 0, match.start()) % 2:
+        return header_text, 0
+    return header_text[:match.start()] + header_text[match.end():], int(match.group(1))
+
+
+def plan_for(version: ModelVersion, plan_text: str) -> InferPlan:
+    """The cached plan for ``plan_text`` (a header without its id, see
+    split_request_id) on ``version``; parsed and validated on first use.
+    Raises ServerError(INVALID_ARG) for a bad header."""
     plans = version.plans
-    plan = plans.get(header_text)
+    plan = plans.get(plan_text)
     if plan is None:
-        header = parse_request_header(header_text)
+        header = parse_request_header(plan_text)
         plan = build_plan(version, header)
         if len(plans) >= MAX_CACHED_PLANS:
             plans.clear()
-        plans[header_text] = plan
+        plans[plan_text] = plan
     return plan
 
 
@@ -171,7 +183,7 @@ def build_plan(version: ModelVersion, header: api_pb2.InferRequestHeader) -> Inf
         outputs.append(OutputPlan(
             requested.name, model_output.data_type, tensors.NUMPY_DTYPES[model_output.data_type],
             cls_count, tuple(model_output.dims), model_output.HasField("reshape")))
-    return InferPlan(version, header.id, batch_size, inputs, outputs,
+    return InferPlan(version, batch_size, inputs, outputs,
                      [o.name for o in outputs], batched)
 
 
@@ -227,7 +239,8 @@ class InferResult:
     text: str
 
 
-def build_response(plan: InferPlan, outputs: dict[str, np.ndarray]) -> InferResult:
+def build_response(plan: InferPlan, outputs: dict[str, np.ndarray],
+                   request_id: int = 0) -> InferResult:
     """Turns runtime outputs into raw bytes and an InferResponseHeader.
     Raises ServerError(INTERNAL) when the runtime broke the model's contract."""
     raw = []
@@ -260,7 +273,6 @@ def build_response(plan: InferPlan, outputs: dict[str, np.ndarray]) -> InferResu
     else:
         header = None
         binary, one_line, text = cached
-    request_id = plan.request_id
     if request_id:
         binary = binary + _ID_TAG + _varint(request_id)
         one_line = f"{one_line} id: {request_id}" if one_line else f"id: {request_id}"

@@ -10,6 +10,7 @@ reads the resolution table, which is replaced whole after each change.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pyserver.repository import config as cfg
 log = logging.getLogger("pyserver.repository")
 
 LATEST = -1
+_LABEL_FILE = re.compile(r'label_filename\s*:\s*"([^"]*)"')
 
 
 @dataclass(eq=False)
@@ -60,7 +62,7 @@ class Model:
     name: str
     path: Path
     config: mc.ModelConfig | None
-    config_text: str
+    fingerprint: tuple  # what a change of triggers a reload (see _fingerprint)
     error: str = ""
     versions: dict[int, ModelVersion] = field(default_factory=dict)
 
@@ -138,16 +140,13 @@ class RepositoryManager:
         return {p.name: p for p in entries if p.is_dir() and not p.name.startswith(".")}
 
     def _sync_model(self, name: str, path: Path) -> None:
-        try:
-            config_text = (path / cfg.CONFIG_FILENAME).read_text()
-        except OSError:
-            config_text = ""
+        fingerprint = _fingerprint(path)
         model = self.models.get(name)
-        if model is not None and model.config_text != config_text:
-            self._reload_model(model, path, config_text)
+        if model is not None and model.fingerprint != fingerprint:
+            self._reload_model(model, path, fingerprint)
             return
         if model is None:
-            model = self._new_model(name, path, config_text)
+            model = self._new_model(name, path, fingerprint)
             self.models[name] = model
         if model.config is None:
             return
@@ -156,6 +155,11 @@ class RepositoryManager:
         except OSError as exc:
             log.error("cannot list versions of %s: %s", name, exc)
             return
+        if not wanted and not model.versions:
+            model.error = "at least one version must be available under the version policy"
+            log.error("model '%s' failed to load: %s", name, model.error)
+            return
+        model.error = ""
         added = sorted(wanted - set(model.versions))
         for version in added:
             model.versions[version] = self._load_version(model, path, version)
@@ -167,18 +171,19 @@ class RepositoryManager:
             self._publish()
             gone.unload()
 
-    def _new_model(self, name: str, path: Path, config_text: str) -> Model:
+    def _new_model(self, name: str, path: Path, fingerprint: tuple) -> Model:
         try:
             config = cfg.load_config(path, self._gpu_count)
         except ServerError as exc:
             log.error("model '%s' failed to load: %s", name, exc.message)
-            return Model(name, path, None, config_text, error=exc.message)
-        return Model(name, path, config, config_text)
+            return Model(name, path, None, fingerprint, error=exc.message)
+        return Model(name, path, config, fingerprint)
 
-    def _reload_model(self, old: Model, path: Path, config_text: str) -> None:
-        """A changed config: load the new model fully, then drop the old one."""
-        log.info("config of '%s' changed; reloading", old.name)
-        new = self._new_model(old.name, path, config_text)
+    def _reload_model(self, old: Model, path: Path, fingerprint: tuple) -> None:
+        """A changed config or label file: load the new model fully, then
+        drop the old one."""
+        log.info("config or labels of '%s' changed; reloading", old.name)
+        new = self._new_model(old.name, path, fingerprint)
         if new.config is not None:
             for version in cfg.select_versions(new.config, cfg.versions_on_disk(path)):
                 new.versions[version] = self._load_version(new, path, version)
@@ -229,3 +234,19 @@ class RepositoryManager:
             if live:
                 ready[(model.name, LATEST)] = max(live, key=lambda v: v.version)
         self._ready = ready
+
+
+def _fingerprint(path: Path) -> tuple:
+    """The config text and the label files it names, as last read. A change
+    of either reloads the model (labels are part of what a version serves)."""
+    try:
+        config_text = (path / cfg.CONFIG_FILENAME).read_text()
+    except (OSError, UnicodeDecodeError):
+        return ("",)
+    labels = []
+    for match in _LABEL_FILE.finditer(config_text):
+        try:
+            labels.append((path / match.group(1)).read_bytes())
+        except OSError:
+            labels.append(b"")
+    return (config_text, *labels)

@@ -44,6 +44,19 @@ def test_plan_is_cached_per_header_text():
     assert v1_infer.plan_for(v, header()) is v1_infer.plan_for(v, header())
 
 
+def test_requests_differing_only_in_id_share_a_plan():
+    v = version()
+    first, id_first = v1_infer.split_request_id(header(extra="id: 1 flags: 0"))
+    second, id_second = v1_infer.split_request_id(header(extra="id: 2 flags: 0"))
+    assert (id_first, id_second) == (1, 2)
+    assert v1_infer.plan_for(v, first) is v1_infer.plan_for(v, second)
+
+
+def test_id_inside_a_quoted_name_is_not_taken_for_the_request_id():
+    text = 'batch_size: 1 input { name: "x id: 5" }'
+    assert v1_infer.split_request_id(text) == (text, 0)
+
+
 def test_plan_computes_shapes_with_batch_dimension():
     plan = v1_infer.plan_for(version(), header(batch_size=2))
     shapes = {i.name: i.shape for i in plan.inputs}
@@ -108,8 +121,9 @@ def test_short_and_long_bodies_are_refused():
 
 
 def test_response_header_carries_dims_sizes_and_id():
-    plan = v1_infer.plan_for(version(), header(batch_size=2, extra="id: 300"))
-    result = v1_infer.build_response(plan, {"P": np.ones((2, 4), np.float32)})
+    plan_text, request_id = v1_infer.split_request_id(header(batch_size=2, extra="id: 300"))
+    plan = v1_infer.plan_for(version(), plan_text)
+    result = v1_infer.build_response(plan, {"P": np.ones((2, 4), np.float32)}, request_id)
     parsed = api_pb2.InferResponseHeader()
     parsed.ParseFromString(result.binary)
     assert parsed.id == 300 and parsed.model_version == 3 and parsed.batch_size == 2
