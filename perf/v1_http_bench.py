@@ -1,0 +1,99 @@
+"""pyserver's v1 HTTP infer path beside the bare asyncio + h11 echo ceiling,
+measured in alternating rounds in one run (these machines are noisy), with
+medians per concurrency and the ratio to the ceiling.
+
+    python perf/v1_http_bench.py --rounds 3 --seconds 8 -c 1 -c 8 [--model simple]
+
+Starts both servers itself on loopback and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import v1_http_load as load  # noqa: E402
+
+from pyserver.examples.store import build_example_store  # noqa: E402
+
+PERF = pathlib.Path(__file__).resolve().parent
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def process(command: list[str], url: str, log: pathlib.Path):
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+        try:
+            wait_http(url)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="simple")
+    p.add_argument("-b", "--batch-size", type=int, default=1)
+    p.add_argument("-c", "--concurrency", type=int, action="append")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--port", type=int, default=18700)
+    p.add_argument("--extra-flag", action="append", default=[],
+                   help="extra pyserver flag, e.g. --extra-flag=--log-verbose=0")
+    args = p.parse_args()
+    levels = args.concurrency or [1, 8]
+    work = pathlib.Path(tempfile.mkdtemp(prefix="pyserver-bench-"))
+    store = build_example_store(work / "store")
+    server_cmd = [sys.executable, "-m", "pyserver", f"--model-store={store}",
+                  "--http-address=127.0.0.1", f"--http-port={args.port}",
+                  "--repository-poll-secs=0", *args.extra_flag]
+    echo_cmd = [sys.executable, str(PERF / "h11_echo.py"), f"--port={args.port + 1}"]
+    results: dict[tuple[str, int], list[dict]] = {}
+    with process(server_cmd, f"http://127.0.0.1:{args.port}/api/health/ready", work / "server.log"), \
+            process(echo_cmd, f"http://127.0.0.1:{args.port + 1}/", work / "echo.log"):
+        request = load.build_request("127.0.0.1", args.port, args.model, args.batch_size)
+        for _ in range(args.rounds):
+            for c in levels:
+                for name, port in (("pyserver", args.port), ("h11 echo", args.port + 1)):
+                    r = load.measure("127.0.0.1", port, request, c, args.seconds, args.warmup, 1)
+                    results.setdefault((name, c), []).append(r)
+    print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} {os.cpu_count()} cpus, "
+          f"python {platform.python_version()}; model {args.model} batch {args.batch_size}; "
+          f"{args.rounds} rounds x {args.seconds:.0f} s; medians")
+    print("| server | concurrency | req/s | p50 µs | p99 µs | errors | req/s vs echo |")
+    print("|---|---|---|---|---|---|---|")
+    for c in levels:
+        echo_rps = statistics.median(r["rps"] for r in results[("h11 echo", c)])
+        for name in ("pyserver", "h11 echo"):
+            rs = results[(name, c)]
+            rps = statistics.median(r["rps"] for r in rs)
+            print(f"| {name} | {c} | {rps:.0f} | {statistics.median(r['p50_us'] for r in rs):.0f} | "
+                  f"{statistics.median(r['p99_us'] for r in rs):.0f} | {sum(r['errors'] for r in rs)} | "
+                  f"{rps / echo_rps:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
