@@ -2,25 +2,21 @@
 // the binding layer to run runtimes that live in Python.
 #pragma once
 
-#include <vector>
-
 #include "model_runtime.h"
 
 namespace pyserver {
 
-// `fn(context, requests, count)` must set each request's status and result.
-// The function is responsible for any interpreter lock it needs; the core
-// calls it without holding one.
-using ExecuteFn = void (*)(void* context, InferRequest** requests, size_t count);
+// `fn(context, batch)` must set each request's status and result. The
+// function is responsible for any interpreter lock it needs; the core calls
+// it without holding one.
+using ExecuteFn = void (*)(void* context, Batch* batch);
 
 class CallbackRuntime : public ModelRuntime {
  public:
   // `context` is borrowed: its owner keeps it alive while the runtime exists.
   CallbackRuntime(ExecuteFn fn, void* context) : fn_(fn), context_(context) {}
 
-  void Execute(const std::vector<InferRequest*>& batch) override {
-    fn_(context_, const_cast<InferRequest**>(batch.data()), batch.size());
-  }
+  void Execute(Batch* batch) override { fn_(context_, batch); }
 
  private:
   ExecuteFn fn_;

@@ -1,5 +1,6 @@
 #include "direct_scheduler.h"
 
+#include "batch_executor.h"
 #include "clock.h"
 
 namespace pyserver {
@@ -56,7 +57,8 @@ void DirectScheduler::Stop() {
 }
 
 void DirectScheduler::InstanceLoop(ModelRuntime* runtime) {
-  std::vector<InferRequest*> batch(1);
+  Batch batch;
+  batch.requests.resize(1);
   while (true) {
     std::unique_ptr<InferRequest> request;
     {
@@ -66,11 +68,9 @@ void DirectScheduler::InstanceLoop(ModelRuntime* runtime) {
       request = std::move(queue_.front());
       queue_.pop_front();
     }
-    request->compute_start_ns = MonotonicNs();
-    batch[0] = request.get();
-    runtime->Execute(batch);
-    request->compute_end_ns = MonotonicNs();
-    request->counts_execution = request->status.IsOk();
+    batch.requests[0] = request.get();
+    batch.total_batch_size = request->batch_size;
+    ExecuteBatch(runtime, nullptr, &batch);
     stats_->RecordCompleted(*request);
     inflight_.fetch_sub(1);
     completions_->Push(std::move(request));

@@ -1,11 +1,22 @@
 // InferRequest: one inference request as the core sees it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "status.h"
 
 namespace pyserver {
+
+// One input of a request: the whole batch of it (batch_size elements),
+// contiguous and row-major. Borrowed from the request's payload, which keeps
+// it alive. `data` is null when the bytes cannot be gathered by copying
+// (variable-size elements such as TYPE_STRING); the binding gathers those.
+struct InputRef {
+  const void* data = nullptr;
+  size_t byte_size = 0;
+};
 
 // A request travels front end -> scheduler -> instance -> completion queue.
 // Exactly one party owns it at a time (std::unique_ptr hand-offs); fields are
@@ -20,6 +31,18 @@ struct InferRequest {
   // Number of batch elements this request carries (>= 1).
   uint32_t batch_size = 1;
 
+  // Inputs in model-config order (dynamic batching only; may stay empty for
+  // schedulers that never batch).
+  std::vector<InputRef> inputs;
+  // Requests with different keys are never batched together (their
+  // non-batch dimensions differ).
+  uint64_t shape_key = 0;
+  // Priority level, 1 = highest; 0 = the model's default level.
+  uint32_t priority = 0;
+  // Queue timeout asked for by the client, microseconds; 0 = none. Honoured
+  // only where the model's queue policy allows overrides.
+  uint64_t timeout_us = 0;
+
   void* payload = nullptr;
   void* result = nullptr;
 
@@ -28,6 +51,7 @@ struct InferRequest {
   // CLOCK_MONOTONIC nanoseconds (clock.h).
   uint64_t received_ns = 0;       // set by the front end
   uint64_t enqueued_ns = 0;       // set by the scheduler
+  uint64_t deadline_ns = 0;       // set by the scheduler; 0 = none
   uint64_t compute_start_ns = 0;  // set by the instance
   uint64_t compute_end_ns = 0;    // set by the instance
 

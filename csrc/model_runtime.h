@@ -1,11 +1,23 @@
 // ModelRuntime: what an instance thread runs a batch on.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
+#include "host_memory_pool.h"
 #include "infer_request.h"
 
 namespace pyserver {
+
+// The requests an instance executes together. With more than one request,
+// `gathered[i]` holds input i of every request back to back (batch order),
+// in pooled memory, unless that input could not be copied (InputRef::data
+// null), in which case it is empty and the runtime gathers it itself.
+struct Batch {
+  std::vector<InferRequest*> requests;
+  uint32_t total_batch_size = 0;
+  std::vector<PooledBuffer> gathered;
+};
 
 // One loaded copy of a model (one per instance). Backends know nothing of
 // scheduling: they get a batch and fill each request's result and status.
@@ -16,8 +28,9 @@ class ModelRuntime {
   // Runs `batch` and sets each request's `status` (and `result` on success).
   // Called from exactly one instance thread at a time, never concurrently on
   // the same runtime; blocks for the duration of the inference. The caller
-  // keeps ownership of the requests.
-  virtual void Execute(const std::vector<InferRequest*>& batch) = 0;
+  // keeps ownership of the batch; the runtime may take (move out) its
+  // gathered buffers.
+  virtual void Execute(Batch* batch) = 0;
 };
 
 }  // namespace pyserver

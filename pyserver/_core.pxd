@@ -22,9 +22,17 @@ cdef extern from "clock.h" namespace "pyserver" nogil:
 
 
 cdef extern from "infer_request.h" namespace "pyserver" nogil:
+    cdef cppclass CInputRef "pyserver::InputRef":
+        const void* data
+        size_t byte_size
+
     cdef cppclass CInferRequest "pyserver::InferRequest":
         uint64_t ticket
         uint32_t batch_size
+        vector[CInputRef] inputs
+        uint64_t shape_key
+        uint32_t priority
+        uint64_t timeout_us
         void* payload
         void* result
         CStatus status
@@ -34,14 +42,40 @@ cdef extern from "infer_request.h" namespace "pyserver" nogil:
         uint64_t compute_end_ns
 
 
+cdef extern from "host_memory_pool.h" namespace "pyserver" nogil:
+    cdef cppclass CPooledBuffer "pyserver::PooledBuffer":
+        CPooledBuffer()
+        void* Data()
+        size_t Size()
+        void Reset()
+
+    cdef cppclass CHostMemoryPoolStats "pyserver::HostMemoryPoolStats":
+        uint64_t allocations
+        uint64_t reuses
+        uint64_t bytes_in_use
+        uint64_t bytes_cached
+        bool pinned
+
+    cdef cppclass CHostMemoryPool "pyserver::HostMemoryPool":
+        @staticmethod
+        CStatus Create(size_t max_cached_bytes, bool try_pinned,
+                       unique_ptr[CHostMemoryPool]* pool)
+        CStatus Allocate(size_t bytes, CPooledBuffer* buffer)
+        CHostMemoryPoolStats Stats()
+
+
 cdef extern from "model_runtime.h" namespace "pyserver" nogil:
+    cdef cppclass CBatch "pyserver::Batch":
+        vector[CInferRequest*] requests
+        uint32_t total_batch_size
+        vector[CPooledBuffer] gathered
+
     cdef cppclass CModelRuntime "pyserver::ModelRuntime":
         pass
 
 
 cdef extern from "callback_runtime.h" namespace "pyserver" nogil:
-    ctypedef void (*CExecuteFn "pyserver::ExecuteFn")(
-        void* context, CInferRequest** requests, size_t count) noexcept
+    ctypedef void (*CExecuteFn "pyserver::ExecuteFn")(void* context, CBatch* batch) noexcept
 
     cdef cppclass CCallbackRuntime "pyserver::CallbackRuntime"(CModelRuntime):
         CCallbackRuntime(CExecuteFn fn, void* context)
@@ -103,6 +137,45 @@ cdef extern from "direct_scheduler.h" namespace "pyserver" nogil:
                        unique_ptr[CDirectScheduler]* scheduler)
 
 
+cdef extern from "dynamic_batcher.h" namespace "pyserver" nogil:
+    cdef enum CTimeoutAction "pyserver::TimeoutAction":
+        kReject "pyserver::TimeoutAction::kReject"
+        kDelay "pyserver::TimeoutAction::kDelay"
+
+    cdef cppclass CQueuePolicy "pyserver::QueuePolicy":
+        CTimeoutAction timeout_action
+        uint64_t default_timeout_us
+        bool allow_timeout_override
+        uint32_t max_queue_size
+
+    cdef cppclass CDynamicBatcherConfig "pyserver::DynamicBatcherConfig":
+        uint32_t max_batch_size
+        vector[uint32_t] preferred_batch_sizes
+        uint64_t max_queue_delay_us
+        bool preserve_ordering
+        uint32_t priority_levels
+        uint32_t default_priority_level
+        CQueuePolicy default_queue_policy
+        map[uint32_t, CQueuePolicy] priority_queue_policy
+
+    cdef cppclass CDynamicBatcher "pyserver::DynamicBatcher"(CScheduler):
+        @staticmethod
+        CStatus Create(const CDynamicBatcherConfig& config,
+                       vector[unique_ptr[CModelRuntime]] runtimes, CHostMemoryPool* pool,
+                       CCompletionQueue* completions, CModelStats* stats,
+                       unique_ptr[CDynamicBatcher]* batcher)
+
+
+cdef class HostMemoryPool:
+    cdef unique_ptr[CHostMemoryPool] pool
+
+
+cdef class PooledArrayOwner:
+    cdef CPooledBuffer buffer
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+
 cdef class CompletionQueue:
     cdef unique_ptr[CCompletionQueue] queue
     cdef vector[unique_ptr[CInferRequest]] drained
@@ -116,4 +189,9 @@ cdef class ModelScheduler:
     cdef unique_ptr[CScheduler] scheduler
     cdef CompletionQueue completions
     cdef ModelStats stats
-    cdef list runtimes
+    cdef HostMemoryPool pool
+    cdef list contexts
+    cdef tuple input_names
+    cdef bint batching
+
+    cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1

@@ -7,11 +7,14 @@ instance threads through ``_execute_in_python``. C++ statuses become Python
 exceptions in ``_check`` alone.
 """
 
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.stdint cimport uint32_t, uint64_t
 from libcpp.memory cimport unique_ptr
 from libcpp.utility cimport move
 from libcpp.vector cimport vector
+
+import numpy as np
 
 from pyserver.errors import Code, ServerError
 
@@ -117,42 +120,162 @@ cdef class ModelStats:
         }
 
 
-cdef void _fail_all(CInferRequest** requests, size_t count, int code, str message) noexcept:
+cdef class HostMemoryPool:
+    """Reusable host buffers for batch gathering (pinned where CUDA is)."""
+
+    def __cinit__(self, size_t max_cached_bytes, bint try_pinned=True):
+        _check(CHostMemoryPool.Create(max_cached_bytes, try_pinned, &self.pool))
+
+    def stats(self):
+        cdef CHostMemoryPoolStats s = self.pool.get().Stats()
+        return {"allocations": s.allocations, "reuses": s.reuses,
+                "bytes_in_use": s.bytes_in_use, "bytes_cached": s.bytes_cached,
+                "pinned": s.pinned}
+
+
+cdef class PooledArrayOwner:
+    """Owns a pooled buffer and exposes it as bytes through the buffer
+    protocol; numpy views keep it alive, and the memory returns to the pool
+    when the last view is gone."""
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        self.shape[0] = <Py_ssize_t>self.buffer.Size()
+        self.strides[0] = 1
+        view.buf = self.buffer.Data()
+        view.obj = self
+        view.len = self.shape[0]
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+cdef class _BatchPayload:
+    """The payload a runtime sees for a batch of several requests."""
+    cdef public dict inputs
+    cdef public list outputs
+
+
+cdef void _fail_all(CBatch* batch, int code, str message) noexcept:
     cdef bytes encoded = message.encode("utf-8", "replace")
-    for i in range(count):
-        requests[i].status = CStatus.FromCode(code, encoded)
+    for i in range(batch.requests.size()):
+        batch.requests[i].status = CStatus.FromCode(code, encoded)
 
 
-cdef void _dispatch(object runtime, CInferRequest** requests, size_t count) noexcept:
+cdef object _merge(CBatch* batch, tuple input_names):
+    """One payload holding every request's inputs back to back: gathered
+    inputs as views over pooled memory, the rest concatenated here."""
+    cdef size_t count = batch.requests.size()
+    cdef PooledArrayOwner owner
+    payloads = [<object>batch.requests[i].payload for i in range(count)]
+    first = payloads[0]
+    merged = _BatchPayload()
+    merged.inputs = {}
+    for i, name in enumerate(input_names):
+        sample = first.inputs[name]
+        if i < <Py_ssize_t>batch.gathered.size() and batch.gathered[i].Data() != NULL:
+            owner = PooledArrayOwner()
+            owner.buffer = move(batch.gathered[i])
+            merged.inputs[name] = np.frombuffer(owner, dtype=sample.dtype).reshape(
+                (batch.total_batch_size,) + sample.shape[1:])
+        else:
+            merged.inputs[name] = np.concatenate([p.inputs[name] for p in payloads])
+    outputs = list(first.outputs)
+    for p in payloads[1:]:
+        for name in p.outputs:
+            if name not in outputs:
+                outputs.append(name)
+    merged.outputs = outputs
+    return merged, payloads
+
+
+cdef list _scatter(dict result, list payloads):
+    """Splits whole-batch outputs into per-request views (no copies)."""
+    out = []
+    offset = 0
+    for p in payloads:
+        size = next(iter(p.inputs.values())).shape[0] if p.inputs else 1
+        out.append({name: result[name][offset:offset + size] for name in p.outputs})
+        offset += size
+    return out
+
+
+cdef void _set_results(CBatch* batch, list results) noexcept:
     cdef object result
-    try:
-        payloads = [<object>requests[i].payload for i in range(count)]
-        results = runtime.execute(payloads)
-        if len(results) != count:
-            raise ServerError(Code.INTERNAL,
-                              f"runtime returned {len(results)} results for {count} requests")
-    except ServerError as exc:
-        _fail_all(requests, count, int(exc.code), exc.message)
-        return
-    except BaseException as exc:
-        _fail_all(requests, count, int(Code.INTERNAL), f"{type(exc).__name__}: {exc}")
-        return
-    for i in range(count):
+    for i in range(batch.requests.size()):
         result = results[i]
         if isinstance(result, ServerError):
-            requests[i].status = CStatus.FromCode(
+            batch.requests[i].status = CStatus.FromCode(
                 int(result.code), result.message.encode("utf-8", "replace"))
         elif isinstance(result, BaseException):
-            requests[i].status = CStatus.FromCode(
+            batch.requests[i].status = CStatus.FromCode(
                 int(Code.INTERNAL), f"{type(result).__name__}: {result}".encode("utf-8", "replace"))
         else:
             Py_INCREF(result)
-            requests[i].result = <void*>result
+            batch.requests[i].result = <void*>result
 
 
-cdef void _execute_in_python(void* context, CInferRequest** requests, size_t count) noexcept nogil:
+cdef list _run_alone(object runtime, list payloads):
+    """Runs each request on its own, so one bad request fails alone."""
+    results = []
+    for payload in payloads:
+        try:
+            (result,) = runtime.execute([payload])
+        except BaseException as exc:
+            result = exc
+        results.append(result)
+    return results
+
+
+cdef void _dispatch(object context, CBatch* batch) noexcept:
+    cdef size_t count = batch.requests.size()
+    runtime, input_names = context
+    try:
+        if count == 1:
+            results = runtime.execute([<object>batch.requests[0].payload])
+        else:
+            merged, payloads = _merge(batch, input_names)
+            try:
+                (whole,) = runtime.execute([merged])
+                if isinstance(whole, BaseException):
+                    raise whole
+                results = _scatter(whole, payloads)
+            except BaseException:
+                # The batch failed as a whole: find out which requests did.
+                results = _run_alone(runtime, payloads)
+        if len(results) != <Py_ssize_t>count:
+            raise ServerError(Code.INTERNAL,
+                              f"runtime returned {len(results)} results for {count} requests")
+    except ServerError as exc:
+        _fail_all(batch, int(exc.code), exc.message)
+        return
+    except BaseException as exc:
+        _fail_all(batch, int(Code.INTERNAL), f"{type(exc).__name__}: {exc}")
+        return
+    _set_results(batch, results)
+
+
+cdef void _execute_in_python(void* context, CBatch* batch) noexcept nogil:
     with gil:
-        _dispatch(<object>context, requests, count)
+        _dispatch(<object>context, batch)
+
+
+cdef CQueuePolicy _queue_policy(dict policy):
+    cdef CQueuePolicy out
+    out.timeout_action = kDelay if policy.get("timeout_action") == "DELAY" else kReject
+    out.default_timeout_us = policy.get("default_timeout_microseconds", 0)
+    out.allow_timeout_override = policy.get("allow_timeout_override", False)
+    out.max_queue_size = policy.get("max_queue_size", 0)
+    return out
 
 
 cdef class ModelScheduler:
@@ -160,38 +283,91 @@ cdef class ModelScheduler:
 
     ``runtimes`` are Python objects with ``execute(payloads) -> results``
     (one result, or a ServerError, per payload); each gets its own instance
-    thread in the core, which takes the GIL only to call it.
+    thread in the core, which takes the GIL only to call it. Payloads have
+    ``inputs`` (name -> array, whole batch) and ``outputs`` (names).
+
+    Without ``batching`` requests run one at a time (direct scheduling).
+    With it (a dict: max_batch_size, preferred_batch_sizes,
+    max_queue_delay_microseconds, preserve_ordering, priority_levels,
+    default_priority_level, default_queue_policy, priority_queue_policy), a
+    dynamic batcher forms batches; inputs are gathered into ``pool`` memory
+    in ``input_names`` order, and a runtime sees one payload per batch.
     """
 
-    def __cinit__(self, list runtimes, CompletionQueue completions, ModelStats stats):
+    def __cinit__(self, list runtimes, CompletionQueue completions, ModelStats stats,
+                  dict batching=None, HostMemoryPool pool=None, tuple input_names=()):
         cdef vector[unique_ptr[CModelRuntime]] native
-        cdef unique_ptr[CDirectScheduler] created
-        self.runtimes = list(runtimes)
+        cdef unique_ptr[CDirectScheduler] direct
+        cdef unique_ptr[CDynamicBatcher] dynamic
+        cdef CDynamicBatcherConfig config
         self.completions = completions
         self.stats = stats
-        for runtime in self.runtimes:
+        self.pool = pool
+        self.input_names = input_names
+        self.batching = batching is not None
+        self.contexts = [(runtime, input_names) for runtime in runtimes]
+        for context in self.contexts:
             native.push_back(unique_ptr[CModelRuntime](
-                new CCallbackRuntime(_execute_in_python, <void*>runtime)))
-        _check(CDirectScheduler.Create(move(native), completions.queue.get(),
-                                       &stats.stats, &created))
-        self.scheduler.reset(created.release())
+                new CCallbackRuntime(_execute_in_python, <void*>context)))
+        if batching is None:
+            _check(CDirectScheduler.Create(move(native), completions.queue.get(),
+                                           &stats.stats, &direct))
+            self.scheduler.reset(direct.release())
+            return
+        if pool is None:
+            raise ValueError("dynamic batching needs a HostMemoryPool")
+        config.max_batch_size = batching["max_batch_size"]
+        for size in sorted(batching.get("preferred_batch_sizes", ())):
+            config.preferred_batch_sizes.push_back(size)
+        config.max_queue_delay_us = batching.get("max_queue_delay_microseconds", 0)
+        config.preserve_ordering = batching.get("preserve_ordering", False)
+        config.priority_levels = batching.get("priority_levels", 0)
+        config.default_priority_level = batching.get("default_priority_level", 0)
+        config.default_queue_policy = _queue_policy(batching.get("default_queue_policy", {}))
+        for level, policy in batching.get("priority_queue_policy", {}).items():
+            config.priority_queue_policy[level] = _queue_policy(policy)
+        _check(CDynamicBatcher.Create(config, move(native), pool.pool.get(),
+                                      completions.queue.get(), &stats.stats, &dynamic))
+        self.scheduler.reset(dynamic.release())
 
     def enqueue(self, uint64_t ticket, uint32_t batch_size, uint64_t received_ns, object payload):
         """Queues one request. Its completion carries ``ticket``. Raises
-        ServerError when the scheduler refuses it (e.g. while stopping)."""
+        ServerError when the scheduler refuses it (queue full, stopping)."""
         cdef unique_ptr[CInferRequest] request = unique_ptr[CInferRequest](new CInferRequest())
+        cdef CInferRequest* r = request.get()
         cdef CStatus status
-        request.get().ticket = ticket
-        request.get().batch_size = batch_size
-        request.get().received_ns = received_ns
+        r.ticket = ticket
+        r.batch_size = batch_size
+        r.received_ns = received_ns
+        if self.batching:
+            self._describe_inputs(r, payload)
         Py_INCREF(payload)
-        request.get().payload = <void*>payload
+        r.payload = <void*>payload
         # The scheduler's critical section never waits on the GIL, so it is
         # cheaper to keep it than to release it here.
         status = self.scheduler.get().Enqueue(&request)
         if not status.IsOk():
             Py_DECREF(payload)
             _check(status)
+
+    cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1:
+        cdef Py_buffer view
+        cdef CInputRef ref
+        inputs = payload.inputs
+        r.shape_key = payload.shape_key
+        r.priority = payload.priority
+        r.timeout_us = payload.timeout_us
+        r.inputs.resize(len(self.input_names))
+        for i, name in enumerate(self.input_names):
+            array = inputs[name]
+            if array.dtype.hasobject:
+                continue  # variable-size elements: the binding concatenates them
+            PyObject_GetBuffer(array, &view, PyBUF_SIMPLE)
+            ref.data = view.buf
+            ref.byte_size = view.len
+            PyBuffer_Release(&view)  # the payload keeps the array alive
+            r.inputs[i] = ref
+        return 0
 
     @property
     def inflight(self):

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit when a model fails to load at start-up (default true)")
     p.add_argument("--repository-poll-secs", type=float, default=15.0,
                    help="rescan the store this often; 0 disables polling")
+    p.add_argument("--pinned-memory-pool-byte-size", type=int, default=256 * 1024 * 1024,
+                   help="bytes of (pinned where CUDA is present) host memory kept for reuse "
+                        "by the batcher")
     p.add_argument("--exit-timeout-secs", type=float, default=30.0,
                    help="on shutdown, wait this long for requests in flight")
     p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0)
@@ -55,7 +58,8 @@ async def run(args: argparse.Namespace) -> int:
     options = ServerOptions(model_store=Path(args.model_store), server_id=args.id,
                             strict_readiness=args.strict_readiness,
                             repository_poll_secs=args.repository_poll_secs,
-                            exit_timeout_secs=args.exit_timeout_secs)
+                            exit_timeout_secs=args.exit_timeout_secs,
+                            pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size)
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)
         return 1

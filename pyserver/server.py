@@ -45,6 +45,7 @@ class ServerOptions:
     repository_poll_secs: float = 0.0
     exit_timeout_secs: float = 30.0
     gpu_count: int = 0
+    pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
 
 
 class InferenceServer:
@@ -58,7 +59,9 @@ class InferenceServer:
         self.state = ServerState.INITIALIZING
         self.start_ns = time.time_ns()
         self._completions = _core.CompletionQueue()
-        self.repository = RepositoryManager(options.model_store, self._completions, options.gpu_count)
+        self.memory_pool = _core.HostMemoryPool(options.pinned_memory_pool_byte_size)
+        self.repository = RepositoryManager(options.model_store, self._completions,
+                                            self.memory_pool, options.gpu_count)
         self._tickets = itertools.count(1)
         self._pending: dict[int, DoneCallback] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -27,13 +27,19 @@ _ID_TAG = b"\x28"  # InferResponseHeader.id: field 5, varint
 
 class InferPayload:
     """What a runtime gets: the whole batch of each input, and the output
-    names it must produce."""
+    names it must produce. The scheduler also reads ``shape_key`` (requests
+    with different keys are never batched together), ``priority`` and
+    ``timeout_us`` (the request's queue timeout, 0 = none)."""
 
-    __slots__ = ("inputs", "outputs")
+    __slots__ = ("inputs", "outputs", "shape_key", "priority", "timeout_us")
 
-    def __init__(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> None:
+    def __init__(self, inputs: dict[str, np.ndarray], outputs: list[str], shape_key: int = 0,
+                 priority: int = 0, timeout_us: int = 0) -> None:
         self.inputs = inputs
         self.outputs = outputs
+        self.shape_key = shape_key
+        self.priority = priority
+        self.timeout_us = timeout_us
 
 
 @dataclass
@@ -66,6 +72,9 @@ class InferPlan:
     outputs: list[OutputPlan]
     output_names: list[str]
     batched: bool
+    shape_key: int = 0       # equal for requests whose non-batch input shapes agree
+    priority: int = 0
+    timeout_us: int = 0
     # output shapes -> (binary header, one-line text, multi-line text), id not set
     response_cache: dict = field(default_factory=dict)
 
@@ -84,7 +93,8 @@ class InferPlan:
         if offset != len(view):
             raise invalid_arg(f"unexpected additional input data: {len(view) - offset} bytes after "
                               f"the last input")
-        return InferPayload(inputs, self.output_names)
+        return InferPayload(inputs, self.output_names, self.shape_key, self.priority,
+                            self.timeout_us)
 
     def payload_from_raw(self, raw_inputs) -> InferPayload:
         """One buffer per input (gRPC raw_input), in header order."""
@@ -97,7 +107,8 @@ class InferPlan:
                 raise invalid_arg(f"unexpected size {len(data)} for input '{spec.name}', "
                                   f"expecting {spec.byte_size}")
             inputs[spec.name] = _input_array(spec, memoryview(data))
-        return InferPayload(inputs, self.output_names)
+        return InferPayload(inputs, self.output_names, self.shape_key, self.priority,
+                            self.timeout_us)
 
 
 def _input_array(spec: InputPlan, data: memoryview) -> np.ndarray:
@@ -183,8 +194,9 @@ def build_plan(version: ModelVersion, header: api_pb2.InferRequestHeader) -> Inf
         outputs.append(OutputPlan(
             requested.name, model_output.data_type, tensors.NUMPY_DTYPES[model_output.data_type],
             cls_count, tuple(model_output.dims), model_output.HasField("reshape")))
-    return InferPlan(version, batch_size, inputs, outputs,
-                     [o.name for o in outputs], batched)
+    shape_key = hash(tuple(i.shape[1:] if batched else i.shape for i in inputs)) & (2**63 - 1)
+    return InferPlan(version, batch_size, inputs, outputs, [o.name for o in outputs], batched,
+                     shape_key, header.priority, header.timeout_microseconds)
 
 
 def _plan_input(config: mc.ModelConfig, model_input: mc.ModelInput,

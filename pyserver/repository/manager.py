@@ -70,9 +70,11 @@ class Model:
 class RepositoryManager:
     """Owns every loaded model of one store."""
 
-    def __init__(self, root: Path, completions: _core.CompletionQueue, gpu_count: int = 0) -> None:
+    def __init__(self, root: Path, completions: _core.CompletionQueue,
+                 pool: _core.HostMemoryPool, gpu_count: int = 0) -> None:
         self.root = Path(root)
         self._completions = completions
+        self._pool = pool
         self._gpu_count = gpu_count
         self._scan_lock = threading.Lock()
         self.models: dict[str, Model] = {}
@@ -211,7 +213,9 @@ class RepositoryManager:
                 for device in devices:
                     for _ in range(group.count):
                         entry.runtimes.append(load_runtime(config, model_file, group, device))
-            entry.scheduler = _core.ModelScheduler(entry.runtimes, self._completions, entry.stats)
+            entry.scheduler = _core.ModelScheduler(
+                entry.runtimes, self._completions, entry.stats, batching=_batching(config),
+                pool=self._pool, input_names=tuple(i.name for i in config.input))
         except Exception as exc:
             reason = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
             log.error("%s version %d failed to load: %s", model.name, version, reason)
@@ -234,6 +238,29 @@ class RepositoryManager:
             if live:
                 ready[(model.name, LATEST)] = max(live, key=lambda v: v.version)
         self._ready = ready
+
+
+def _batching(config: mc.ModelConfig) -> dict | None:
+    """The core's dynamic batcher settings, or None for direct scheduling."""
+    if not config.HasField("dynamic_batching"):
+        return None
+    db = config.dynamic_batching
+
+    def policy(p: mc.ModelQueuePolicy) -> dict:
+        return {"timeout_action": mc.ModelQueuePolicy.TimeoutAction.Name(p.timeout_action),
+                "default_timeout_microseconds": p.default_timeout_microseconds,
+                "allow_timeout_override": p.allow_timeout_override,
+                "max_queue_size": p.max_queue_size}
+
+    return {"max_batch_size": config.max_batch_size,
+            "preferred_batch_sizes": list(db.preferred_batch_size),
+            "max_queue_delay_microseconds": db.max_queue_delay_microseconds,
+            "preserve_ordering": db.preserve_ordering,
+            "priority_levels": db.priority_levels,
+            "default_priority_level": db.default_priority_level,
+            "default_queue_policy": policy(db.default_queue_policy),
+            "priority_queue_policy": {level: policy(p)
+                                      for level, p in db.priority_queue_policy.items()}}
 
 
 def _fingerprint(path: Path) -> tuple:

@@ -17,7 +17,7 @@ def build(tmp_path: pathlib.Path, *flags: str) -> pathlib.Path:
     binary = tmp_path / "core_test"
     subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-pthread", "-Wall", "-Wextra", "-Werror",
                     *flags, f"-I{CSRC}", str(CSRC / "core_test.cc"), *CORE_SOURCES,
-                    "-o", str(binary)], check=True, timeout=180)
+                    "-ldl", "-o", str(binary)], check=True, timeout=180)
     return binary
 
 
