@@ -160,6 +160,18 @@ def add_constant(value: float, dims: int = 16) -> bytes:
     )
 
 
+def gather(features: int = 4) -> bytes:
+    """OUTPUT[b, 0] = DATA[b, IDX[b, 0]]: a model that fails at run time for an
+    index outside [-features, features), to exercise per-request errors."""
+    return _model(
+        "gather",
+        [helper.make_node("GatherElements", ["DATA", "IDX"], ["OUTPUT"], axis=1)],
+        [_fp32("DATA", ["batch", features]), _value("IDX", TensorProto.INT64, ["batch", 1])],
+        [_fp32("OUTPUT", ["batch", 1])],
+        {},
+    )
+
+
 def _mlp_params(
     in_features: int, hidden: int, out_features: int, seed: int
 ) -> dict[str, np.ndarray]:
