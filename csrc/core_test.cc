@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "completion_queue.h"
+#include "cuda_runtime.h"
+#include "cuda_stream.h"
 #include "direct_scheduler.h"
 #include "dynamic_batcher.h"
 #include "host_memory_pool.h"
@@ -25,6 +28,8 @@ namespace {
 
 int passed = 0;
 int failed = 0;
+int skipped = 0;
+const char* only = nullptr;  // run just this test (argv[1])
 
 #define EXPECT(cond)                                                   \
   do {                                                                 \
@@ -35,8 +40,19 @@ int failed = 0;
     }                                                                  \
   } while (false)
 
+// A test returns true/false; it may call Skip() first to be counted as skipped.
+const char* skip_reason = nullptr;
+void Skip(const char* reason) { skip_reason = reason; }
+
 void Run(const char* name, const std::function<bool()>& test) {
+  if (only != nullptr && std::string(only) != name) return;
+  skip_reason = nullptr;
   bool ok = test();
+  if (skip_reason != nullptr) {
+    std::printf("SKIP %s: %s\n", name, skip_reason);
+    skipped += 1;
+    return;
+  }
   std::printf("%s %s\n", ok ? "PASS" : "FAIL", name);
   (ok ? passed : failed) += 1;
 }
@@ -587,11 +603,48 @@ bool PoolReleasesBuffersBeyondItsCacheLimit() {
   return ok;
 }
 
+bool CudaStreamRoundTripsThroughDeviceMemory() {
+  bool ok = true;
+  const CudaRuntime* cuda = CudaRuntime::Get();
+  if (cuda == nullptr) {
+    Skip("no CUDA runtime library (libcudart) or no CUDA device on this machine");
+    return true;
+  }
+  std::unique_ptr<CudaStream> stream;
+  EXPECT(CudaStream::Create(0, &stream).IsOk());
+  std::unique_ptr<HostMemoryPool> pool;
+  EXPECT(HostMemoryPool::Create(1 << 20, true, &pool).IsOk());
+  EXPECT(pool->Stats().pinned);
+  PooledBuffer host_in, host_out;
+  EXPECT(pool->Allocate(4096, &host_in).IsOk());
+  EXPECT(pool->Allocate(4096, &host_out).IsOk());
+  for (int i = 0; i < 1024; ++i) static_cast<float*>(host_in.Data())[i] = static_cast<float>(i);
+  void* device = cuda->DeviceAlloc(0, 4096);
+  EXPECT(device != nullptr);
+  EXPECT(stream->CopyToDevice(device, host_in.Data(), 4096).IsOk());
+  EXPECT(stream->CopyToHost(host_out.Data(), device, 4096).IsOk());
+  EXPECT(stream->Synchronize().IsOk());
+  EXPECT(std::memcmp(host_in.Data(), host_out.Data(), 4096) == 0);
+  cuda->DeviceFree(device);
+  return ok;
+}
+
+bool CudaStreamCreateFailsCleanlyWithoutADevice() {
+  bool ok = true;
+  std::unique_ptr<CudaStream> stream;
+  const int missing = CudaRuntime::Get() == nullptr ? 0 : CudaRuntime::Get()->DeviceCount();
+  Status status = CudaStream::Create(missing, &stream);
+  EXPECT(status.Code() == StatusCode::kUnavailable);
+  EXPECT(stream == nullptr);
+  return ok;
+}
+
 }  // namespace
 }  // namespace pyserver
 
-int main() {
+int main(int argc, char** argv) {
   using namespace pyserver;
+  if (argc > 1) only = argv[1];
   Run("CompletionQueueSignalsOnlyWhenNonEmpty", CompletionQueueSignalsOnlyWhenNonEmpty);
   Run("CompletionQueueLosesNothingUnderConcurrentPushes",
       CompletionQueueLosesNothingUnderConcurrentPushes);
@@ -624,6 +677,8 @@ int main() {
       BatcherStopFinishesQueuedRequestsWithoutWaitingForTheDelay);
   Run("PoolReusesBuffersOfTheSameSizeClass", PoolReusesBuffersOfTheSameSizeClass);
   Run("PoolReleasesBuffersBeyondItsCacheLimit", PoolReleasesBuffersBeyondItsCacheLimit);
-  std::printf("%d passed, %d failed\n", passed, failed);
+  Run("CudaStreamRoundTripsThroughDeviceMemory", CudaStreamRoundTripsThroughDeviceMemory);
+  Run("CudaStreamCreateFailsCleanlyWithoutADevice", CudaStreamCreateFailsCleanlyWithoutADevice);
+  std::printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
   return failed == 0 ? 0 : 1;
 }

@@ -28,12 +28,15 @@ bool CudaRuntime::Load() {
   host_alloc_ = reinterpret_cast<decltype(host_alloc_)>(dlsym(lib, "cudaHostAlloc"));
   free_host_ = reinterpret_cast<decltype(free_host_)>(dlsym(lib, "cudaFreeHost"));
   set_device_ = reinterpret_cast<decltype(set_device_)>(dlsym(lib, "cudaSetDevice"));
+  malloc_ = reinterpret_cast<decltype(malloc_)>(dlsym(lib, "cudaMalloc"));
+  free_ = reinterpret_cast<decltype(free_)>(dlsym(lib, "cudaFree"));
   stream_create_ = reinterpret_cast<decltype(stream_create_)>(dlsym(lib, "cudaStreamCreate"));
   stream_destroy_ = reinterpret_cast<decltype(stream_destroy_)>(dlsym(lib, "cudaStreamDestroy"));
   memcpy_async_ = reinterpret_cast<decltype(memcpy_async_)>(dlsym(lib, "cudaMemcpyAsync"));
   stream_synchronize_ =
       reinterpret_cast<decltype(stream_synchronize_)>(dlsym(lib, "cudaStreamSynchronize"));
-  if (!get_device_count || !host_alloc_ || !free_host_ || !set_device_ || !stream_create_ ||
+  if (!get_device_count || !host_alloc_ || !free_host_ || !set_device_ || !malloc_ || !free_ ||
+      !stream_create_ ||
       !stream_destroy_ || !memcpy_async_ || !stream_synchronize_) {
     return false;
   }
@@ -48,6 +51,14 @@ void* CudaRuntime::HostAlloc(size_t bytes) const {
 }
 
 void CudaRuntime::HostFree(void* data) const { free_host_(data); }
+
+void* CudaRuntime::DeviceAlloc(int device, size_t bytes) const {
+  void* data = nullptr;
+  if (set_device_(device) != 0 || malloc_(&data, bytes) != 0) return nullptr;
+  return data;
+}
+
+void CudaRuntime::DeviceFree(void* data) const { free_(data); }
 
 void* CudaRuntime::CreateStream(int device) const {
   void* stream = nullptr;

@@ -18,6 +18,10 @@ class CudaRuntime {
   void* HostAlloc(size_t bytes) const;
   void HostFree(void* data) const;
 
+  // Device memory on `device`; nullptr on failure.
+  void* DeviceAlloc(int device, size_t bytes) const;
+  void DeviceFree(void* data) const;
+
   // One stream per GPU instance; nullptr on failure.
   void* CreateStream(int device) const;
   void DestroyStream(void* stream) const;
@@ -36,6 +40,8 @@ class CudaRuntime {
   int (*host_alloc_)(void**, size_t, unsigned int) = nullptr;
   int (*free_host_)(void*) = nullptr;
   int (*set_device_)(int) = nullptr;
+  int (*malloc_)(void**, size_t) = nullptr;
+  int (*free_)(void*) = nullptr;
   int (*stream_create_)(void**) = nullptr;
   int (*stream_destroy_)(void*) = nullptr;
   int (*memcpy_async_)(void*, const void*, size_t, int, void*) = nullptr;

@@ -257,17 +257,15 @@ void DynamicBatcher::Finish(std::vector<RequestPtr> requests, uint64_t sequence)
     Release(&requests);
     return;
   }
-  std::vector<RequestPtr> ready;
-  {
-    std::lock_guard<std::mutex> lock(order_mu_);
-    held_back_[sequence] = std::move(requests);
-    for (auto it = held_back_.begin();
-         it != held_back_.end() && it->first == next_release_; it = held_back_.erase(it)) {
-      for (RequestPtr& r : it->second) ready.push_back(std::move(r));
-      ++next_release_;
-    }
+  // Released under the lock: two instances finishing together must not
+  // interleave their pushes.
+  std::lock_guard<std::mutex> lock(order_mu_);
+  held_back_[sequence] = std::move(requests);
+  for (auto it = held_back_.begin(); it != held_back_.end() && it->first == next_release_;
+       it = held_back_.erase(it)) {
+    Release(&it->second);
+    ++next_release_;
   }
-  Release(&ready);
 }
 
 void DynamicBatcher::Release(std::vector<RequestPtr>* requests) {

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "by the batcher")
     p.add_argument("--exit-timeout-secs", type=float, default=30.0,
                    help="on shutdown, wait this long for requests in flight")
+    p.add_argument("--event-loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
+                   help="event loop: the standard one, uvloop (if installed), or auto "
+                        "(uvloop when installed)")
     p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0)
     return p
 
@@ -116,9 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
                         stream=sys.stderr)
     try:
-        return asyncio.run(run(args))
+        return _run_with_loop(run(args), args.event_loop)
     except KeyboardInterrupt:
         return 130
+
+
+def _run_with_loop(main_coroutine, choice: str) -> int:
+    """asyncio.run on uvloop when asked for, or when 'auto' finds it."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("--event-loop=uvloop: uvloop is not installed")
+        else:
+            return uvloop.run(main_coroutine)
+    return asyncio.run(main_coroutine)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Builds csrc/core_test.cc with the core's sources and runs it."""
 
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -21,17 +22,32 @@ def build(tmp_path: pathlib.Path, *flags: str) -> pathlib.Path:
     return binary
 
 
-def run(binary: pathlib.Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+def run(binary: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=120)
 
 
-def test_core_unit_tests_pass(tmp_path):
-    result = run(build(tmp_path))
+@pytest.fixture(scope="module")
+def core_test(tmp_path_factory) -> pathlib.Path:
+    return build(tmp_path_factory.mktemp("core"))
+
+
+def test_core_unit_tests_pass(core_test):
+    result = run(core_test)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 failed" in result.stdout
+    assert re.search(r"^\d+ passed, 0 failed", result.stdout, re.M), result.stdout
 
 
 def test_core_unit_tests_are_clean_under_address_sanitizer(tmp_path):
     result = run(build(tmp_path, "-fsanitize=address,undefined", "-fno-omit-frame-pointer"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR: AddressSanitizer" not in result.stderr
+    assert "runtime error" not in result.stderr
+
+
+def test_cuda_stream_copies_through_device_memory(core_test):
+    result = run(core_test, "CudaStreamRoundTripsThroughDeviceMemory")
+    skipped = re.search(r"^SKIP \S+: (.*)$", result.stdout, re.M)
+    if skipped:
+        pytest.skip(skipped.group(1))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 0 failed" in result.stdout
