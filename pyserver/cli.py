@@ -9,7 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-from pyserver.http.h11_protocol import HttpLimits, serve_http
+from pyserver.http.connection import HttpLimits
+from pyserver.http.listener import PARSERS, serve_http
 from pyserver.http.v1_api import V1HttpApi
 from pyserver.server import InferenceServer, ServerOptions
 
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gRPC port (the gRPC front end is not served yet)")
     p.add_argument("--metrics-port", type=int, default=8002,
                    help="metrics port (metrics are not served yet)")
+    p.add_argument("--http-parser", choices=PARSERS, default="httptools",
+                   help="HTTP/1.1 parser: httptools (llhttp, in C; the default) or h11 (pure "
+                        "Python, the reference); both pass the same protocol tests")
     p.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024,
                    help="largest request body accepted, in bytes")
     p.add_argument("--strict-liveness", "--strict-readiness", dest="strict_readiness",
@@ -78,7 +82,8 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     connections: set = set()
     limits = HttpLimits(max_body_bytes=args.http_max_input_size)
-    http = await serve_http(V1HttpApi(server), args.http_address, args.http_port, limits, connections)
+    http = await serve_http(V1HttpApi(server), args.http_address, args.http_port, limits,
+                            connections, args.http_parser)
     server.mark_ready()
     log.info("Starting server '%s' (pyserver %s) on model store %s", server.id, server.version,
              options.model_store)

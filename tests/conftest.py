@@ -8,6 +8,7 @@ ONNX models (pyserver.examples); nothing is mocked.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from pyserver.examples.store import build_example_store, config, tensor, write_m
 from pyserver.protos import api_pb2, request_status_pb2, server_status_pb2
 
 HOST = "127.0.0.1"
+# The HTTP parser under test: tests/run.py runs the HTTP tests once per parser.
+HTTP_PARSER = os.environ.get("PYSERVER_TEST_HTTP_PARSER", "httptools")
 START_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 20.0
 
@@ -58,6 +61,7 @@ class ServerProcess:
         self.log_path = self.workdir / f"server-{self.port}.log"
         self.command = [sys.executable, "-m", "pyserver", f"--model-store={store}",
                         f"--http-address={HOST}", f"--http-port={self.port}",
+                        f"--http-parser={HTTP_PARSER}",
                         f"--repository-poll-secs={poll_secs}", *args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command, cwd=self.workdir, stdout=self._log,

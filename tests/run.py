@@ -1,15 +1,29 @@
 """Runs the whole test suite from outside the source tree's import path, so
 the installed package (with its compiled core and generated protos) is the
-one under test. Exits with pytest's status."""
+one under test (HTTP parser: httptools, the default); then runs the HTTP
+protocol tests again with h11, the reference parser, so both pass the same
+tests. Exits non-zero if either fails.
+
+    python tests/run.py [pytest args...]
+"""
 
 import os
 import pathlib
+import subprocess
 import sys
-
-import pytest
 
 root = pathlib.Path(__file__).resolve().parent.parent
 os.chdir(root)
-if str(root) in sys.path:
-    sys.path.remove(str(root))
-sys.exit(pytest.main([str(root / "tests"), "-q", "-rs", *sys.argv[1:]]))
+
+
+def pytest(paths: list[str], parser: str) -> int:
+    env = dict(os.environ, PYSERVER_TEST_HTTP_PARSER=parser)
+    print(f"== pytest {' '.join(paths)} (HTTP parser: {parser})", flush=True)
+    # A child interpreter started from tests/ keeps the source tree off sys.path.
+    return subprocess.call([sys.executable, "-m", "pytest", *paths, "-q", "-rs", *sys.argv[1:]],
+                           env=env, cwd=root / "tests")
+
+
+status = pytest([str(root / "tests")], "httptools")
+status = pytest([str(root / "tests" / "http")], "h11") or status
+sys.exit(status)

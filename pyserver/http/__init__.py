@@ -1,1 +1,2 @@
-"""HTTP transport (h11) and the v1 HTTP API on top of it."""
+"""HTTP transport: the connection base, two parsers behind it (httptools, the default,
+and h11, the reference), the listener, and the v1 HTTP API."""

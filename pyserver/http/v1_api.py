@@ -11,7 +11,7 @@ import logging
 
 from pyserver import _core
 from pyserver.errors import Code, ServerError, invalid_arg, v1_http_status
-from pyserver.http.h11_protocol import RequestCycle
+from pyserver.http.connection import RequestCycle
 from pyserver.protocol import v1_infer, v1_status
 from pyserver.repository.manager import LATEST
 from pyserver.server import InferenceServer, ServerState

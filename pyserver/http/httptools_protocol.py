@@ -1,0 +1,139 @@
+"""HTTP/1.1 with httptools (llhttp, in C): the fast parser beside h11, behind
+the same connection interface. Responses are framed here directly.
+
+Pipelined requests are parsed as they arrive, queued, and answered one at a
+time in order; reading pauses while too many wait.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import httptools
+
+from pyserver.http.connection import REASONS, Headers, HttpConnection, RequestCycle
+
+_TEXT = (b"content-type", b"text/plain")
+_MAX_PIPELINED = 16
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
+
+
+class HttptoolsConnection(HttpConnection):
+    """One client connection parsed by httptools."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: Headers = []
+        self._header_bytes = 0
+        self._reading: RequestCycle | None = None
+        self._keep_alive: dict[int, bool] = {}
+        self._waiting: collections.deque[RequestCycle] = collections.deque()
+        self._failed = False
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.cancel_idle_timer()
+        if self._failed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            if not self._failed:
+                self._reject(400, f"malformed HTTP request: {exc}")
+        if self.cycle is None and self._reading is None and not self._waiting:
+            self.arm_idle_timer()
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._reject(431, "request headers are too large")
+            raise httptools.HttpParserError("headers too large")
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        method = self.parser.get_method()
+        cycle = RequestCycle(self, method, self._url, self._headers)
+        self._reading = cycle
+        if self.parser.get_http_version() == "1.1" and cycle.header(b"host") is None:
+            self._reject(400, "malformed HTTP request: HTTP/1.1 needs a Host header")
+            raise httptools.HttpParserError("no Host header")
+        length = cycle.header(b"content-length")
+        if length is not None and length.isdigit() and self.body_too_large(int(length)):
+            self._reject(413, self.body_limit_message(int(length)))
+            raise httptools.HttpParserError("body too large")
+        expect = cycle.header(b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        data = self._reading.body
+        data += body
+        if self.body_too_large(len(data)):
+            self._reject(413, self.body_limit_message())
+            raise httptools.HttpParserError("body too large")
+
+    def on_message_complete(self) -> None:
+        cycle, self._reading = self._reading, None
+        self._keep_alive[id(cycle)] = self.parser.should_keep_alive()
+        if self.cycle is None and not self._waiting:
+            self.dispatch(cycle)
+            return
+        self._waiting.append(cycle)
+        if len(self._waiting) >= _MAX_PIPELINED:
+            self.pause_reading()
+
+    # -- answers ------------------------------------------------------------
+
+    def send_response(self, cycle: RequestCycle, status: int, headers: Headers,
+                      body: bytes) -> None:
+        if self.transport is None or cycle is not self.cycle:
+            return
+        keep_alive = self._keep_alive.pop(id(cycle), False) and not self.closing
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        for name, value in headers:
+            if b"\n" in value or b"\r" in value:
+                value = value.replace(b"\r", b" ").replace(b"\n", b" ")
+            parts.append(b"%s: %s\r\n" % (name, value))
+        parts.append(b"content-length: %d\r\n" % len(body))
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+        self.transport.write(b"".join(parts))
+        self.cycle = None
+        if not keep_alive:
+            self.close()
+            return
+        if self._waiting:
+            self.dispatch(self._waiting.popleft())
+            if len(self._waiting) < _MAX_PIPELINED // 2 and not self.writing_paused:
+                self.resume_reading()
+        elif self._reading is None:
+            self.arm_idle_timer()
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answers a request the parser or the limits refused, then closes."""
+        self._failed = True
+        self.closing = True
+        self._waiting.clear()
+        if self.cycle is not None:
+            return  # close after the request being answered
+        cycle = self._reading or RequestCycle(self, b"", b"", [])
+        self.cycle = cycle
+        cycle.respond(status, [_TEXT], message.encode())

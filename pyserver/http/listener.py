@@ -1,0 +1,34 @@
+"""Starts an HTTP listener with the chosen parser."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pyserver.http.connection import HttpApp, HttpConnection, HttpLimits
+
+PARSERS = ("h11", "httptools")
+
+
+def connection_class(parser: str) -> type[HttpConnection]:
+    """The connection class of ``parser`` ('h11', the reference, or
+    'httptools'). Raises ValueError for an unknown or unavailable parser."""
+    if parser == "h11":
+        from pyserver.http.h11_protocol import H11Connection
+        return H11Connection
+    if parser == "httptools":
+        try:
+            from pyserver.http.httptools_protocol import HttptoolsConnection
+        except ImportError as exc:
+            raise ValueError(f"the httptools parser is not installed ({exc})") from None
+        return HttptoolsConnection
+    raise ValueError(f"unknown HTTP parser '{parser}'; use one of {', '.join(PARSERS)}")
+
+
+async def serve_http(app: HttpApp, host: str, port: int, limits: HttpLimits, connections: set,
+                     parser: str = "httptools") -> asyncio.AbstractServer:
+    """Starts listening; returns the asyncio server. ``connections`` collects
+    the open connections (for a graceful shutdown)."""
+    cls = connection_class(parser)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: cls(app, limits, connections), host, port,
+                                    reuse_address=True, backlog=1024)
