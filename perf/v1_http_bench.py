@@ -1,10 +1,12 @@
-"""pyserver's v1 HTTP infer path beside the bare asyncio + h11 echo ceiling,
-measured in alternating rounds in one run (these machines are noisy), with
-medians per concurrency and the ratio to the ceiling.
+"""pyserver's v1 HTTP infer path, with each HTTP parser, beside the bare
+asyncio + h11 echo (the card's parser ceiling), measured in alternating rounds
+in one run (these machines are noisy): medians per concurrency, the server's
+CPU time per request (steadier than req/s under noise) and the ratio to the
+echo.
 
     python perf/v1_http_bench.py --rounds 3 --seconds 8 -c 1 -c 8 [--model simple]
 
-Starts both servers itself on loopback and stops them at the end.
+Starts the servers itself on loopback and stops them at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ import v1_http_load as load  # noqa: E402
 from pyserver.examples.store import build_example_store  # noqa: E402
 
 PERF = pathlib.Path(__file__).resolve().parent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -67,32 +75,45 @@ def main() -> None:
     levels = args.concurrency or [1, 8]
     work = pathlib.Path(tempfile.mkdtemp(prefix="pyserver-bench-"))
     store = build_example_store(work / "store")
-    server_cmd = [sys.executable, "-m", "pyserver", f"--model-store={store}",
-                  "--http-address=127.0.0.1", f"--http-port={args.port}",
-                  "--repository-poll-secs=0", *args.extra_flag]
-    echo_cmd = [sys.executable, str(PERF / "h11_echo.py"), f"--port={args.port + 1}"]
+    def server_cmd(parser: str, port: int) -> list[str]:
+        return [sys.executable, "-m", "pyserver", f"--model-store={store}",
+                "--http-address=127.0.0.1", f"--http-port={port}", f"--http-parser={parser}",
+                "--repository-poll-secs=0", *args.extra_flag]
+
+    servers = {"pyserver httptools": args.port, "pyserver h11": args.port + 1,
+               "h11 echo": args.port + 2}
+    echo_cmd = [sys.executable, str(PERF / "h11_echo.py"), f"--port={args.port + 2}"]
     results: dict[tuple[str, int], list[dict]] = {}
-    with process(server_cmd, f"http://127.0.0.1:{args.port}/api/health/ready", work / "server.log"), \
-            process(echo_cmd, f"http://127.0.0.1:{args.port + 1}/", work / "echo.log"):
+    with process(server_cmd("httptools", args.port),
+                 f"http://127.0.0.1:{args.port}/api/health/ready", work / "fast.log") as fast, \
+            process(server_cmd("h11", args.port + 1),
+                    f"http://127.0.0.1:{args.port + 1}/api/health/ready", work / "h11.log") as ref, \
+            process(echo_cmd, f"http://127.0.0.1:{args.port + 2}/", work / "echo.log") as echo:
+        pids = {"pyserver httptools": fast.pid, "pyserver h11": ref.pid, "h11 echo": echo.pid}
         request = load.build_request("127.0.0.1", args.port, args.model, args.batch_size)
         for _ in range(args.rounds):
             for c in levels:
-                for name, port in (("pyserver", args.port), ("h11 echo", args.port + 1)):
+                for name, port in servers.items():
+                    cpu0 = cpu_seconds(pids[name])
                     r = load.measure("127.0.0.1", port, request, c, args.seconds, args.warmup, 1)
+                    r["cpu_us"] = (cpu_seconds(pids[name]) - cpu0) / max(
+                        1, r["rps"] * (args.seconds + args.warmup)) * 1e6
                     results.setdefault((name, c), []).append(r)
     print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} {os.cpu_count()} cpus, "
           f"python {platform.python_version()}; model {args.model} batch {args.batch_size}; "
           f"{args.rounds} rounds x {args.seconds:.0f} s; medians")
-    print("| server | concurrency | req/s | p50 µs | p99 µs | errors | req/s vs echo |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | concurrency | req/s | p50 µs | p99 µs | server CPU µs/req | errors "
+          "| req/s vs echo |")
+    print("|---|---|---|---|---|---|---|---|")
     for c in levels:
         echo_rps = statistics.median(r["rps"] for r in results[("h11 echo", c)])
-        for name in ("pyserver", "h11 echo"):
+        for name in servers:
             rs = results[(name, c)]
             rps = statistics.median(r["rps"] for r in rs)
             print(f"| {name} | {c} | {rps:.0f} | {statistics.median(r['p50_us'] for r in rs):.0f} | "
-                  f"{statistics.median(r['p99_us'] for r in rs):.0f} | {sum(r['errors'] for r in rs)} | "
-                  f"{rps / echo_rps:.2f} |")
+                  f"{statistics.median(r['p99_us'] for r in rs):.0f} | "
+                  f"{statistics.median(r['cpu_us'] for r in rs):.0f} | "
+                  f"{sum(r['errors'] for r in rs)} | {rps / echo_rps:.2f} |")
 
 
 if __name__ == "__main__":
