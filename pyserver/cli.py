@@ -12,7 +12,7 @@ from pathlib import Path
 from pyserver.http.connection import HttpLimits
 from pyserver.http.listener import PARSERS, serve_http
 from pyserver.http.v1_api import V1HttpApi
-from pyserver.server import InferenceServer, ServerOptions
+from pyserver.server import InferenceServer, ModelControlMode, ServerOptions
 
 log = logging.getLogger("pyserver")
 
@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-on-error", type=_bool, nargs="?", const=True, default=True,
                    help="exit when a model fails to load at start-up (default true)")
     p.add_argument("--repository-poll-secs", type=float, default=15.0,
-                   help="rescan the store this often; 0 disables polling")
+                   help="poll mode: rescan the store this often")
+    p.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode],
+                   default="poll",
+                   help="none: load the store once; poll: also pick up changes; explicit: "
+                        "load only --load-model models and load/unload requests")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="explicit mode: a model to load at start-up (repeatable)")
     p.add_argument("--pinned-memory-pool-byte-size", type=int, default=256 * 1024 * 1024,
                    help="bytes of (pinned where CUDA is present) host memory kept for reuse "
                         "by the batcher")
@@ -65,6 +71,8 @@ async def run(args: argparse.Namespace) -> int:
     options = ServerOptions(model_store=Path(args.model_store), server_id=args.id,
                             strict_readiness=args.strict_readiness,
                             repository_poll_secs=args.repository_poll_secs,
+                            model_control_mode=ModelControlMode(args.model_control_mode),
+                            startup_models=tuple(args.load_model),
                             exit_timeout_secs=args.exit_timeout_secs,
                             pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size)
     if not options.model_store.is_dir():
@@ -92,7 +100,9 @@ async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    poller = loop.create_task(_poll(server, options.repository_poll_secs))
+    poll_secs = (options.repository_poll_secs
+                 if options.model_control_mode == ModelControlMode.POLL else 0)
+    poller = loop.create_task(_poll(server, poll_secs))
     await stop.wait()
 
     log.info("shutting down: refusing new requests, draining those in flight")

@@ -37,12 +37,20 @@ class ServerState(enum.IntEnum):
     FAILED_TO_INITIALIZE = 10
 
 
+class ModelControlMode(str, enum.Enum):
+    NONE = "none"          # load everything at start-up, never change
+    POLL = "poll"          # also rescan the store every repository_poll_secs
+    EXPLICIT = "explicit"  # load only what start-up flags and load requests name
+
+
 @dataclass
 class ServerOptions:
     model_store: Path
     server_id: str = "inference:0"
     strict_readiness: bool = True
     repository_poll_secs: float = 0.0
+    model_control_mode: ModelControlMode = ModelControlMode.POLL
+    startup_models: tuple[str, ...] = ()  # explicit mode: models loaded at start-up
     exit_timeout_secs: float = 30.0
     gpu_count: int = 0
     pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
@@ -70,9 +78,18 @@ class InferenceServer:
     # -- start and stop -----------------------------------------------------
 
     def load_models(self) -> list[str]:
-        """Initial scan of the store. Blocks. Returns load failures."""
-        self.repository.poll()
-        return self.repository.failures()
+        """Loads the start-up models (all, or in explicit mode those named).
+        Blocks. Returns load failures."""
+        if self.options.model_control_mode != ModelControlMode.EXPLICIT:
+            self.repository.poll()
+            return self.repository.failures()
+        failures = []
+        for name in self.options.startup_models:
+            try:
+                self.repository.load_model(name)
+            except ServerError as exc:
+                failures.append(exc.message)
+        return failures
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Delivers completions on ``loop`` from now on."""
@@ -99,6 +116,24 @@ class InferenceServer:
     def poll_repository(self) -> None:
         """Rescans the store (worker thread). Blocks while models load."""
         self.repository.poll()
+
+    # -- model control ------------------------------------------------------------
+
+    async def load_model(self, name: str) -> None:
+        """Loads or reloads a model (explicit mode only). Raises ServerError."""
+        self._check_explicit()
+        await asyncio.get_running_loop().run_in_executor(None, self.repository.load_model, name)
+
+    async def unload_model(self, name: str) -> None:
+        """Unloads a model (explicit mode only). Raises ServerError."""
+        self._check_explicit()
+        await asyncio.get_running_loop().run_in_executor(None, self.repository.unload_model, name)
+
+    def _check_explicit(self) -> None:
+        if self.options.model_control_mode != ModelControlMode.EXPLICIT:
+            raise unavailable("explicit model load / unload is not allowed if polling is "
+                              "enabled" if self.options.model_control_mode == ModelControlMode.POLL
+                              else "explicit model load / unload needs --model-control-mode=explicit")
 
     # -- health ---------------------------------------------------------------
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 
+from google.protobuf import text_format
+
 from pyserver import _core
 from pyserver.errors import Code, ServerError, invalid_arg, v1_http_status
 from pyserver.http.connection import RequestCycle
 from pyserver.protocol import v1_infer, v1_status
+from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository.manager import LATEST
 from pyserver.server import InferenceServer, ServerState
 
@@ -20,7 +23,8 @@ log = logging.getLogger("pyserver.http")
 
 _OCTET = (b"content-type", b"application/octet-stream")
 _TEXT = (b"content-type", b"text/plain")
-_API_PREFIXES = (b"/api/health", b"/api/status", b"/api/infer")
+_API_PREFIXES = (b"/api/health", b"/api/status", b"/api/infer", b"/api/modelcontrol",
+                 b"/api/repository")
 
 
 class V1HttpApi:
@@ -44,6 +48,14 @@ class V1HttpApi:
             if cycle.method != b"GET":
                 return _method_not_allowed(cycle)
             return self._status(cycle, path[len(b"/api/status"):].strip(b"/"))
+        if path.startswith(b"/api/modelcontrol/"):
+            if cycle.method != b"POST":
+                return _method_not_allowed(cycle)
+            return self._model_control(cycle, path[len(b"/api/modelcontrol/"):])
+        if path == b"/api/repository/index":
+            if cycle.method != b"GET":
+                return _method_not_allowed(cycle)
+            return self._repository_index(cycle)
         if path.startswith(_API_PREFIXES):
             if path == b"/api/infer" and cycle.method != b"POST":
                 return _method_not_allowed(cycle)
@@ -80,6 +92,37 @@ class V1HttpApi:
         body, content_type = v1_status.encode(status, fmt)
         cycle.respond(200, [self._nv_status(Code.SUCCESS, ""),
                             (b"content-type", content_type.encode())], body)
+
+    # -- model control and repository -------------------------------------------
+
+    def _model_control(self, cycle: RequestCycle, route: bytes):
+        action, _, model = route.partition(b"/")
+        if action not in (b"load", b"unload") or not model or b"/" in model:
+            return cycle.respond(400, [_TEXT], b"model control path must be "
+                                               b"/api/modelcontrol/load|unload/<model>")
+        return self._run_model_control(cycle, action, model.decode("utf-8", "replace"))
+
+    async def _run_model_control(self, cycle: RequestCycle, action: bytes, model: str) -> None:
+        try:
+            if action == b"load":
+                await self.server.load_model(model)
+            else:
+                await self.server.unload_model(model)
+        except ServerError as exc:
+            return cycle.respond(400, [self._nv_status(exc.code, exc.message)])
+        cycle.respond(200, [self._nv_status(Code.SUCCESS, "")])
+
+    def _repository_index(self, cycle: RequestCycle) -> None:
+        index = ss.ModelRepositoryIndex()
+        for name, _ in self.server.repository.index():
+            index.models.add(name=name)
+        fmt = cycle.query_param(b"format")
+        if fmt == b"binary":
+            body, content_type = index.SerializeToString(), b"application/octet-stream"
+        else:
+            body, content_type = text_format.MessageToString(index).encode(), b"text/plain"
+        cycle.respond(200, [self._nv_status(Code.SUCCESS, ""), (b"content-type", content_type)],
+                      body)
 
     # -- infer ----------------------------------------------------------------
 

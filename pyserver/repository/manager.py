@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pyserver import _core
 from pyserver.backends import load_runtime
-from pyserver.errors import ServerError, not_found, unavailable
+from pyserver.errors import Code, ServerError, not_found, unavailable
 from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
@@ -107,6 +107,39 @@ class RepositoryManager:
                 self._sync_model(name, path)
             self._publish()
 
+    def load_model(self, name: str) -> None:
+        """Loads one model from the store, or reloads it if it is loaded
+        (explicit model control). Blocks. Raises ServerError when the model
+        is not in the store or does not load; a failed reload leaves the
+        loaded model serving."""
+        with self._scan_lock:
+            path = self.root / name
+            if not path.is_dir():
+                raise not_found(f"model '{name}' is not in the model store")
+            old = self.models.get(name)
+            if old is None:
+                self._sync_model(name, path)
+                failure = _failure_of(self.models[name])
+            else:
+                failure = self._reload_model(old, path, _fingerprint(path))
+            self._publish()
+            if failure:
+                raise ServerError(Code.INTERNAL, f"failed to load '{name}': {failure}")
+
+    def unload_model(self, name: str) -> None:
+        """Unloads every version of one model (accepted requests finish
+        first). Blocks. Unloading a model that is not loaded does nothing."""
+        with self._scan_lock:
+            if name in self.models:
+                self._remove_model(name)
+            self._publish()
+
+    def index(self) -> list[tuple[str, bool]]:
+        """(name, loaded) for every model folder in the store and every
+        loaded model, sorted by name."""
+        names = set(self._model_dirs()) | set(self.models)
+        return [(name, name in self.models) for name in sorted(names)]
+
     def stop(self) -> None:
         """Unloads every version (accepted requests finish first). Blocks."""
         with self._scan_lock:
@@ -181,18 +214,31 @@ class RepositoryManager:
             return Model(name, path, None, fingerprint, error=exc.message)
         return Model(name, path, config, fingerprint)
 
-    def _reload_model(self, old: Model, path: Path, fingerprint: tuple) -> None:
-        """A changed config or label file: load the new model fully, then
-        drop the old one."""
-        log.info("config or labels of '%s' changed; reloading", old.name)
+    def _reload_model(self, old: Model, path: Path, fingerprint: tuple) -> str:
+        """Loads the model anew, then drops the old one. If the new one
+        fails while the old one serves, the old one stays (and the change is
+        not retried until the files change again). Returns the failure, or
+        an empty string."""
+        log.info("reloading '%s'", old.name)
         new = self._new_model(old.name, path, fingerprint)
         if new.config is not None:
-            for version in cfg.select_versions(new.config, cfg.versions_on_disk(path)):
+            versions = cfg.select_versions(new.config, cfg.versions_on_disk(path))
+            if not versions:
+                new.error = "at least one version must be available under the version policy"
+            for version in versions:
                 new.versions[version] = self._load_version(new, path, version)
+        failure = _failure_of(new)
+        if failure and any(v.state == ss.MODEL_READY for v in old.versions.values()):
+            log.error("reload of '%s' failed, the loaded model stays: %s", old.name, failure)
+            for version in new.versions.values():
+                version.unload()
+            old.fingerprint = fingerprint
+            return failure
         self.models[old.name] = new
         self._publish()
         for version in old.versions.values():
             version.unload()
+        return failure
 
     def _remove_model(self, name: str) -> None:
         model = self.models.pop(name)
@@ -238,6 +284,17 @@ class RepositoryManager:
             if live:
                 ready[(model.name, LATEST)] = max(live, key=lambda v: v.version)
         self._ready = ready
+
+
+def _failure_of(model: Model) -> str:
+    """Why a model did not (entirely) load; empty when every version is READY."""
+    if model.error:
+        return model.error
+    failed = [f"version {v.version}: {v.reason}" for v in model.versions.values()
+              if v.state != ss.MODEL_READY]
+    if failed:
+        return "; ".join(failed)
+    return "" if model.versions else "no version was loaded"
 
 
 def _batching(config: mc.ModelConfig) -> dict | None:
