@@ -16,6 +16,18 @@ from pyserver.protos import model_config_pb2 as mc
 
 _MODULES = {
     "onnxruntime_onnx": "pyserver.backends.onnxruntime_onnx",
+    "tensorflow_graphdef": "pyserver.backends.tensorflow_graphdef",
+    "tensorflow_savedmodel": "pyserver.backends.tensorflow_savedmodel",
+    "pytorch_libtorch": "pyserver.backends.pytorch_libtorch",
+    "python": "pyserver.backends.python",
+    "tensorrt_plan": "pyserver.backends.tensorrt_plan",
+    "caffe2_netdef": "pyserver.backends.caffe2_netdef",
+}
+
+# The package a platform's backend needs, for a clear load error where it is missing.
+_EXTRAS = {
+    "pytorch_libtorch": ("torch", "torch"),
+    "caffe2_netdef": ("onnx", "caffe2"),
 }
 
 
@@ -37,7 +49,15 @@ def backend_for(platform: str) -> ModuleType:
     module = _MODULES.get(platform)
     if module is None:
         raise ServerError(Code.UNSUPPORTED, f"platform '{platform}' has no backend in this server")
-    return importlib.import_module(module)
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        package, extra = _EXTRAS.get(platform, (exc.name, ""))
+        if exc.name != package:
+            raise
+        hint = f" (pip install 'pyserver[{extra}]')" if extra else ""
+        raise ServerError(Code.UNAVAILABLE, f"platform '{platform}' needs {package}, "
+                          f"which is not installed{hint}") from None
 
 
 def load_runtime(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,

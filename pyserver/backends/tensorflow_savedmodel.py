@@ -1,0 +1,61 @@
+"""TensorFlow SavedModel backend (platform ``tensorflow_savedmodel``, folder
+``model.savedmodel/``), run through TensorFlow's C API (``tf_c_api``).
+
+Config inputs and outputs name the keys of one signature: ``serving_default``
+of the ``serve`` graph unless the config sets the parameters
+``TF_SIGNATURE_DEF`` / ``TF_GRAPH_TAG`` (Triton's names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyserver.backends import tf_c_api as tf
+from pyserver.backends.tensorflow_graphdef import (TensorFlowRuntime, check_io, parameter,
+                                                   session_config)
+from pyserver.errors import Code, ServerError
+from pyserver.protos import model_config_pb2 as mc
+from pyserver.protos import tensorflow_session_pb2 as tfs
+
+SIGNATURE_PARAMETER = "TF_SIGNATURE_DEF"
+TAG_PARAMETER = "TF_GRAPH_TAG"
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_TAG = "serve"
+
+
+def signature_tensor_names(meta_graph: bytes, config: mc.ModelConfig,
+                           signature_key: str) -> dict[str, str]:
+    """Config tensor name -> graph tensor name, through the signature."""
+    parsed = tfs.MetaGraphDef.FromString(meta_graph)
+    if signature_key not in parsed.signature_def:
+        raise ServerError(Code.INVALID_ARG, f"the SavedModel has no signature '{signature_key}'; "
+                          f"it has {', '.join(sorted(parsed.signature_def)) or 'none'}")
+    signature = parsed.signature_def[signature_key]
+    names = {}
+    for kind, tensors, keys in (("input", config.input, signature.inputs),
+                                ("output", config.output, signature.outputs)):
+        for tensor in tensors:
+            if tensor.name not in keys:
+                raise ServerError(Code.INVALID_ARG, f"signature '{signature_key}' has no {kind} "
+                                  f"'{tensor.name}'; it has {', '.join(sorted(keys))}")
+            names[tensor.name] = keys[tensor.name].name
+    return names
+
+
+def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+         device_id: int) -> TensorFlowRuntime:
+    if not (model_path / "saved_model.pb").is_file():
+        raise ServerError(Code.INVALID_ARG,
+                          f"'{model_path}' is not a SavedModel folder (no saved_model.pb)")
+    device = f"/device:GPU:{device_id}" if instance.kind == mc.ModelInstanceGroup.KIND_GPU else ""
+    tags = [t for t in parameter(config, TAG_PARAMETER, DEFAULT_TAG).split(",") if t]
+    session, meta_graph = tf.Session.from_saved_model(model_path, tags,
+                                                      session_config(config, device))
+    try:
+        names = signature_tensor_names(
+            meta_graph, config, parameter(config, SIGNATURE_PARAMETER, DEFAULT_SIGNATURE))
+        check_io(session, config, names, what="SavedModel")
+    except BaseException:
+        session.close()
+        raise
+    return TensorFlowRuntime(session, config, names)
