@@ -1,5 +1,5 @@
 # CPU image: builds pyserver from this tree and serves the example store.
-#   docker build -t pyserver . && docker run --rm -p 8000:8000 pyserver
+#   docker build -t pyserver . && docker run --rm -p 8000-8002:8000-8002 pyserver
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends g++ make \
     && rm -rf /var/lib/apt/lists/*

@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 STORE := example_store
+# The real v1 client (tensorrtserver 1.11.0) for the test suite, in its own venv.
+V1CLIENT := .v1client
 
-.PHONY: serve test install clean
+.PHONY: serve test install v1client clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +23,11 @@ serve: install
 	$(VENV)/bin/python -m pyserver.examples.store $(STORE)
 	$(VENV)/bin/pyserver --model-store=$(STORE)
 
-test: install
-	$(VENV)/bin/python tests/run.py
+v1client:
+	PYTHON=$(PYTHON) bash tests/v1client/setup.sh $(V1CLIENT)
+
+test: install v1client
+	V1CLIENT_DIR=$(abspath $(V1CLIENT)) $(VENV)/bin/python tests/run.py
 
 clean:
-	rm -rf build $(VENV) $(STORE)
+	rm -rf build $(VENV) $(STORE) $(V1CLIENT)

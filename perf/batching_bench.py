@@ -91,7 +91,10 @@ def main() -> None:
     work = pathlib.Path(tempfile.mkdtemp(prefix="pyserver-batching-"))
     onnx_bytes = build_store(work / "store", args.delay_us)
     command = [sys.executable, "-m", "pyserver", f"--model-store={work / 'store'}",
-               "--http-address=127.0.0.1", f"--http-port={args.port}", "--repository-poll-secs=0"]
+               "--http-address=127.0.0.1", f"--http-port={args.port}",
+               "--grpc-address=127.0.0.1", f"--grpc-port={args.port + 1}",
+               "--metrics-address=127.0.0.1", f"--metrics-port={args.port + 2}",
+               "--repository-poll-secs=0"]
     rows: dict[tuple[str, int], list[dict]] = {}
     with process(command, f"http://127.0.0.1:{args.port}/api/health/ready", work / "server.log"):
         requests = {m: load.build_request("127.0.0.1", args.port, m, args.batch_size)

@@ -78,6 +78,8 @@ def main() -> None:
     def server_cmd(parser: str, port: int) -> list[str]:
         return [sys.executable, "-m", "pyserver", f"--model-store={store}",
                 "--http-address=127.0.0.1", f"--http-port={port}", f"--http-parser={parser}",
+                "--grpc-address=127.0.0.1", f"--grpc-port={port + 10}",
+                "--metrics-address=127.0.0.1", f"--metrics-port={port + 20}",
                 "--repository-poll-secs=0", *args.extra_flag]
 
     servers = {"pyserver httptools": args.port, "pyserver h11": args.port + 1,

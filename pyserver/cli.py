@@ -7,14 +7,24 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from pyserver import metrics
+from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, serve_grpc
+from pyserver.grpc.v1_service import V1GrpcService
 from pyserver.http.connection import HttpLimits
 from pyserver.http.listener import PARSERS, serve_http
 from pyserver.http.v1_api import V1HttpApi
 from pyserver.server import InferenceServer, ModelControlMode, ServerOptions
 
 log = logging.getLogger("pyserver")
+
+# After the drain, how long gRPC calls still open get to send their last
+# answers before they are cancelled.
+GRPC_FLUSH_SECS = 1.0
 
 
 def _bool(text: str) -> bool:
@@ -27,19 +37,28 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyserver", description="Inference server (v1 HTTP API).")
+    p = argparse.ArgumentParser(prog="pyserver",
+                                description="Inference server (v1 HTTP and gRPC APIs).")
     p.add_argument("--model-store", "--model-repository", dest="model_store", required=True,
                    help="model store folder: <store>/<model>/config.pbtxt and version folders")
     p.add_argument("--id", default="inference:0", help="server id reported in status")
     p.add_argument("--http-address", default="0.0.0.0")
     p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001,
-                   help="gRPC port (the gRPC front end is not served yet)")
-    p.add_argument("--metrics-port", type=int, default=8002,
-                   help="metrics port (metrics are not served yet)")
     p.add_argument("--http-parser", choices=PARSERS, default="httptools",
                    help="HTTP/1.1 parser: httptools (llhttp, in C; the default) or h11 (pure "
                         "Python, the reference); both pass the same protocol tests")
+    p.add_argument("--allow-grpc", type=_bool, nargs="?", const=True, default=True,
+                   help="serve the v1 gRPC API (default true)")
+    p.add_argument("--grpc-address", default="0.0.0.0")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--grpc-max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                   help="largest gRPC message accepted or sent, in bytes")
+    p.add_argument("--allow-metrics", type=_bool, nargs="?", const=True, default=True,
+                   help="serve Prometheus metrics at /metrics (default true)")
+    p.add_argument("--allow-gpu-metrics", type=_bool, nargs="?", const=True, default=True,
+                   help="add NVML GPU gauges where a GPU is found (default true)")
+    p.add_argument("--metrics-address", default="0.0.0.0")
+    p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024,
                    help="largest request body accepted, in bytes")
     p.add_argument("--strict-liveness", "--strict-readiness", dest="strict_readiness",
@@ -78,6 +97,10 @@ async def run(args: argparse.Namespace) -> int:
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)
         return 1
+    port_error = _port_conflict(args)
+    if port_error:
+        log.error("%s", port_error)
+        return 1
     server = InferenceServer(options)
     loop = asyncio.get_running_loop()
     server.attach(loop)
@@ -88,14 +111,14 @@ async def run(args: argparse.Namespace) -> int:
         log.error("exiting: some models failed to load (use --exit-on-error=false to serve the rest)")
         await server.shutdown()
         return 1
-    connections: set = set()
-    limits = HttpLimits(max_body_bytes=args.http_max_input_size)
-    http = await serve_http(V1HttpApi(server), args.http_address, args.http_port, limits,
-                            connections, args.http_parser)
+    endpoints = Endpoints()
+    try:
+        await endpoints.start(server, args)
+    except OSError as exc:
+        log.error("exiting: %s", exc)
+        await endpoints.stop(server)
+        return 1
     server.mark_ready()
-    log.info("Starting server '%s' (pyserver %s) on model store %s", server.id, server.version,
-             options.model_store)
-    log.info("Started HTTPService at %s:%d", args.http_address, args.http_port)
 
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,13 +130,81 @@ async def run(args: argparse.Namespace) -> int:
 
     log.info("shutting down: refusing new requests, draining those in flight")
     poller.cancel()
-    http.close()
-    await server.shutdown()
-    for connection in list(connections):
-        connection.shutdown()
-    await http.wait_closed()
+    await endpoints.stop(server)
     log.info("server stopped")
     return 0
+
+
+def _port_conflict(args: argparse.Namespace) -> str:
+    """Why the ports cannot all be bound (v1's rule: HTTP, gRPC and metrics
+    ports differ), or ''."""
+    used = [("HTTP", args.http_port)]
+    if args.allow_grpc:
+        used.append(("gRPC", args.grpc_port))
+    if args.allow_metrics:
+        used.append(("metrics", args.metrics_port))
+    for i, (name, port) in enumerate(used):
+        for other, other_port in used[i + 1:]:
+            if port == other_port:
+                return f"the {name} and {other} ports must differ (both {port})"
+    return ""
+
+
+@dataclass
+class Endpoints:
+    """The listeners of one server: v1 HTTP, and gRPC and metrics where
+    allowed."""
+
+    http_server: asyncio.AbstractServer | None = None
+    http_connections: set = field(default_factory=set)
+    grpc_server: grpc.aio.Server | None = None
+    metrics_server: asyncio.AbstractServer | None = None
+    metrics_connections: set = field(default_factory=set)
+
+    async def start(self, server: InferenceServer, args: argparse.Namespace) -> None:
+        """Binds every listener. Raises OSError when a port cannot be bound
+        (``stop`` closes what was started)."""
+        limits = HttpLimits(max_body_bytes=args.http_max_input_size)
+        self.http_server = await serve_http(V1HttpApi(server), args.http_address, args.http_port,
+                                            limits, self.http_connections, args.http_parser)
+        log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,
+                 server.version, server.options.model_store)
+        log.info("Started HTTPService at %s:%d", args.http_address, args.http_port)
+        if args.allow_grpc:
+            self.grpc_server = await serve_grpc(V1GrpcService(server).rpc_handler(),
+                                                args.grpc_address, args.grpc_port,
+                                                args.grpc_max_message_size)
+            log.info("Started GRPCService at %s:%d", args.grpc_address, args.grpc_port)
+        if args.allow_metrics:
+            registry = metrics.build_registry(server, gpu_metrics=args.allow_gpu_metrics)
+            self.metrics_server = await serve_http(
+                metrics.MetricsApp(registry), args.metrics_address, args.metrics_port,
+                HttpLimits(max_body_bytes=65536), self.metrics_connections, parser="h11")
+            log.info("Started Metrics Service at %s:%d", args.metrics_address, args.metrics_port)
+
+    async def stop(self, server: InferenceServer) -> None:
+        """Graceful: stops accepting, lets the server drain the requests it
+        accepted (up to its exit timeout), sends their answers, closes."""
+        if self.http_server is not None:
+            self.http_server.close()
+        stopping = None
+        if self.grpc_server is not None:
+            # New calls are refused from now on; open ones may still finish.
+            stopping = asyncio.ensure_future(
+                self.grpc_server.stop(server.options.exit_timeout_secs))
+        await server.shutdown()
+        for connection in list(self.http_connections):
+            connection.shutdown()
+        if stopping is not None:
+            await self.grpc_server.stop(GRPC_FLUSH_SECS)
+            await stopping
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            for connection in list(self.metrics_connections):
+                connection.shutdown()
+            await self.metrics_server.wait_closed()
+        if self.http_server is not None:
+            await self.http_server.wait_closed()
 
 
 async def _poll(server: InferenceServer, interval: float) -> None:

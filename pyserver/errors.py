@@ -54,3 +54,8 @@ def internal(message: str) -> ServerError:
 # (reference/v1-protocol-facts.md §2.3).
 def v1_http_status(code: Code) -> int:
     return 200 if code == Code.SUCCESS else 400
+
+
+# v1 gRPC answers every RPC with gRPC status OK and carries the code in the
+# response's request_status (facts §3); only grpc itself answers otherwise
+# (an oversized message, a stopping server), so there is no gRPC table here.

@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import grpc
 import numpy as np
 import pytest
 from google.protobuf import json_format, text_format
 
 from pyserver.examples import onnx_models
 from pyserver.examples.store import build_example_store, config, tensor, write_model
-from pyserver.protos import api_pb2, request_status_pb2, server_status_pb2
+from pyserver.protos import (api_pb2, grpc_service_pb2, grpc_service_pb2_grpc, request_status_pb2,
+                             server_status_pb2)
 
 HOST = "127.0.0.1"
 # The HTTP parser under test: tests/run.py runs the HTTP tests once per parser.
@@ -44,24 +46,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports nobody listens on right now."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class ServerProcess:
-    """``python -m pyserver`` on a free port, its output in a log file.
+    """``python -m pyserver`` on free ports (HTTP, gRPC, metrics), its
+    output in a log file.
 
     With ``wait=True`` the constructor returns once ``/api/health/live``
     answers 200 (at most 30 s), and raises with the log if the process dies
-    first.
+    first. The gRPC and metrics listeners are bound before the HTTP one
+    answers.
     """
 
     def __init__(self, store: Path | str, *args: str, poll_secs: float = 0,
                  workdir: Path | str | None = None, wait: bool = True) -> None:
-        self.port = free_port()
+        self.port, self.grpc_port, self.metrics_port = free_ports(3)
         self.url = f"http://{HOST}:{self.port}"
+        self.grpc_target = f"{HOST}:{self.grpc_port}"
+        self.metrics_url = f"http://{HOST}:{self.metrics_port}/metrics"
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pyserver-test-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"server-{self.port}.log"
         self.command = [sys.executable, "-m", "pyserver", f"--model-store={store}",
                         f"--http-address={HOST}", f"--http-port={self.port}",
                         f"--http-parser={HTTP_PARSER}",
+                        f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
+                        f"--metrics-address={HOST}", f"--metrics-port={self.metrics_port}",
                         f"--repository-poll-secs={poll_secs}", *args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command, cwd=self.workdir, stdout=self._log,
@@ -200,6 +220,17 @@ def nv_infer_response(headers: dict) -> api_pb2.InferResponseHeader:
     return text_format.Parse(headers["nv-inferresponse"], api_pb2.InferResponseHeader())
 
 
+def text_form(header: api_pb2.InferResponseHeader) -> api_pb2.InferResponseHeader:
+    """``header`` as the text forms carry it (NV-InferResponse, the text
+    trailer): without ``Output.data_type``, which text parsers of clients
+    before 1.12 reject. The binary forms carry it."""
+    copy = api_pb2.InferResponseHeader()
+    copy.CopyFrom(header)
+    for output in copy.output:
+        output.ClearField("data_type")
+    return copy
+
+
 def split_infer_body(body: bytes, header: api_pb2.InferResponseHeader,
                      binary: bool = True) -> tuple[dict[str, bytes], api_pb2.InferResponseHeader]:
     """Raw output bytes by name (in header order) and the trailing header."""
@@ -272,6 +303,51 @@ def read_response(stream) -> tuple[int, dict, bytes] | None:
     body = stream.read(length)
     assert len(body) == length, f"truncated body: {len(body)} of {length} bytes"
     return status, headers, body
+
+
+# -- gRPC -----------------------------------------------------------------------
+
+GRPC_TIMEOUT_S = 20.0
+
+
+def grpc_stub(target: str, max_message_bytes: int = 256 * 1024 * 1024
+              ) -> tuple[grpc.Channel, grpc_service_pb2_grpc.GRPCServiceStub]:
+    """A channel to ``target`` and a GRPCService stub on it (close the
+    channel when done)."""
+    channel = grpc.insecure_channel(target, options=[
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes)])
+    return channel, grpc_service_pb2_grpc.GRPCServiceStub(channel)
+
+
+def grpc_infer_request(model: str, batch_size: int, inputs: dict[str, np.ndarray],
+                       outputs: Sequence = (), version: int = -1,
+                       request_id: int = 0) -> grpc_service_pb2.InferRequest:
+    """An InferRequest: ``inputs`` maps names to whole-batch arrays (in
+    order), ``outputs`` as for request_header."""
+    request = grpc_service_pb2.InferRequest(model_name=model, model_version=version)
+    header = request.meta_data
+    header.batch_size = batch_size
+    header.id = request_id
+    for name, array in inputs.items():
+        header.input.add(name=name)
+        request.raw_input.append(np.ascontiguousarray(array).tobytes())
+    for spec in outputs:
+        if isinstance(spec, str):
+            header.output.add(name=spec)
+        else:
+            name, count = spec
+            header.output.add(name=name).cls.count = count
+    return request
+
+
+def raw_grpc_call(channel: grpc.Channel, method: str, payload: bytes,
+                  timeout: float = GRPC_TIMEOUT_S) -> bytes:
+    """A unary GRPCService call with ``payload`` sent as is (no protobuf
+    encoding); returns the response bytes."""
+    call = channel.unary_unary(f"/nvidia.inferenceserver.GRPCService/{method}",
+                               request_serializer=None, response_deserializer=None)
+    return call(payload, timeout=timeout)
 
 
 # -- stores -----------------------------------------------------------------------

@@ -170,6 +170,8 @@ def build_plan(version: ModelVersion, header: api_pb2.InferRequestHeader) -> Inf
     inputs = []
     seen = set()
     for requested in header.input:
+        if requested.HasField("shared_memory"):
+            raise _no_shared_memory("input", requested.name)
         model_input = config_inputs.get(requested.name)
         if model_input is None:
             raise invalid_arg(f"unexpected inference input '{requested.name}' for model "
@@ -183,6 +185,8 @@ def build_plan(version: ModelVersion, header: api_pb2.InferRequestHeader) -> Inf
         api_pb2.InferRequestHeader.Output(name=o.name) for o in config.output]
     outputs = []
     for requested in requested_outputs:
+        if requested.HasField("shared_memory"):
+            raise _no_shared_memory("output", requested.name)
         model_output = config_outputs.get(requested.name)
         if model_output is None:
             raise invalid_arg(f"unexpected inference output '{requested.name}' for model "
@@ -197,6 +201,11 @@ def build_plan(version: ModelVersion, header: api_pb2.InferRequestHeader) -> Inf
     shape_key = hash(tuple(i.shape[1:] if batched else i.shape for i in inputs)) & (2**63 - 1)
     return InferPlan(version, batch_size, inputs, outputs, [o.name for o in outputs], batched,
                      shape_key, header.priority, header.timeout_microseconds)
+
+
+def _no_shared_memory(kind: str, name: str) -> ServerError:
+    return ServerError(Code.UNSUPPORTED, f"{kind} '{name}' uses shared memory: shared memory is "
+                                         f"not supported")
 
 
 def _plan_input(config: mc.ModelConfig, model_input: mc.ModelInput,
@@ -278,8 +287,9 @@ def build_response(plan: InferPlan, outputs: dict[str, np.ndarray],
     if cached is None:
         header = _response_header(plan, arrays, raw)
         binary = header.SerializeToString()
-        one_line = text_format.MessageToString(header, as_one_line=True)
-        text = text_format.MessageToString(header)
+        text_header = _text_form(header)
+        one_line = text_format.MessageToString(text_header, as_one_line=True)
+        text = text_format.MessageToString(text_header)
         if not any_cls:
             plan.response_cache[key] = (binary, one_line, text)
     else:
@@ -290,6 +300,21 @@ def build_response(plan: InferPlan, outputs: dict[str, np.ndarray],
         one_line = f"{one_line} id: {request_id}" if one_line else f"id: {request_id}"
         text = f"{text}id: {request_id}\n"
     return InferResult(raw, header, binary, one_line, text)
+
+
+def _text_form(header: api_pb2.InferResponseHeader) -> api_pb2.InferResponseHeader:
+    """The header as the text forms carry it (NV-InferResponse, the
+    format=text trailer): without ``Output.data_type``. That field came in
+    1.12; text parsers of older clients reject an unknown field, and the
+    1.11 client (the last on PyPI) then fails the whole request. The binary
+    forms keep it: binary parsers skip unknown fields."""
+    if not any(output.data_type for output in header.output):
+        return header
+    text_header = api_pb2.InferResponseHeader()
+    text_header.CopyFrom(header)
+    for output in text_header.output:
+        output.ClearField("data_type")
+    return text_header
 
 
 def _checked_output(plan: InferPlan, spec: OutputPlan, array: np.ndarray) -> np.ndarray:

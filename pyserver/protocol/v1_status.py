@@ -1,4 +1,5 @@
-"""v1 ServerStatus: the whole server, or one model."""
+"""v1 ServerStatus (the whole server, or one model) and the model
+repository index."""
 
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ def server_status(server: InferenceServer, model_name: str = "") -> ss.ServerSta
         for name, model in list(models.items()):
             _fill_model(status.model_status[name], model)
     return status
+
+
+def repository_index(server: InferenceServer) -> ss.ModelRepositoryIndex:
+    """Every model folder of the store and every loaded model, sorted by
+    name (loaded or not: v1's index has no state)."""
+    index = ss.ModelRepositoryIndex()
+    for name, _ in server.repository.index():
+        index.models.add(name=name)
+    return index
 
 
 def _fill_model(out: ss.ModelStatus, model: Model) -> None:

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 from conftest import (HOST, Code, add_sub_body, http_request, infer, nv_infer_response, nv_status,
-                      raw_request, read_response, request_header, split_infer_body)
+                      raw_request, read_response, request_header, split_infer_body, text_form)
 from pyserver.examples.onnx_models import classifier_reference
 from pyserver.examples.store import LABELS
 from pyserver.protos import api_pb2
@@ -54,7 +54,7 @@ def _check_add_sub(a, b, status, headers, body, dtype, binary=True, expect_outpu
 def test_simple_add_sub(server, batch_size):
     a, b, *result = _add_sub(server.port, "simple", np.float32, batch_size, request_id=42)
     response, trailer = _check_add_sub(a, b, *result, np.float32)
-    assert trailer == response
+    assert text_form(trailer) == response
     assert response.model_name == "simple"
     assert response.model_version == 1
     assert response.batch_size == batch_size
@@ -88,7 +88,10 @@ def test_binary_and_text_carry_the_same_header(server):
     _, h_txt, body_txt = infer(server.port, "simple", header, add_sub_body(a, a), binary=False)
     response = nv_infer_response(h_bin)
     assert nv_infer_response(h_txt) == response
-    assert split_infer_body(body_bin, response, True) == split_infer_body(body_txt, response, False)
+    raw_bin, trailer_bin = split_infer_body(body_bin, response, True)
+    raw_txt, trailer_txt = split_infer_body(body_txt, response, False)
+    assert raw_bin == raw_txt
+    assert text_form(trailer_bin) == trailer_txt
 
 
 def test_no_id_when_request_has_none(server):
@@ -125,8 +128,9 @@ def test_simple_nobatch(server):
 def test_one_of_two_outputs(server):
     a, b, *result = _add_sub(server.port, "simple", np.float32, 2, outputs=["OUTPUT1"])
     response, _ = _check_add_sub(a, b, *result, np.float32, expect_outputs=["OUTPUT1"])
-    body = result[2]
-    assert len(body) == 2 * 64 + len(response.SerializeToString())
+    raw, trailer = split_infer_body(result[2], response)
+    assert list(raw) == ["OUTPUT1"] and len(raw["OUTPUT1"]) == 2 * 64
+    assert text_form(trailer) == response
 
 
 def test_outputs_in_request_order(server):
@@ -158,7 +162,7 @@ def test_classifier_top_k(server, batch_size):
     assert not output.HasField("raw")
     assert len(output.batch_classes) == batch_size
     # no raw bytes: the body is the header alone
-    assert api_pb2.InferResponseHeader.FromString(body) == response
+    assert text_form(api_pb2.InferResponseHeader.FromString(body)) == response
     reference = classifier_reference(x)
     for scores, classes in zip(reference, output.batch_classes):
         order = np.argsort(-scores, kind="stable")[:3]
@@ -269,10 +273,15 @@ def test_chunked_request_body(server):
     np.testing.assert_array_equal(np.frombuffer(raw["OUTPUT0"], np.float32), (a + a).ravel())
 
 
-def test_response_data_type_reported(server):
-    _, _, status, headers, _ = _add_sub(server.port, "simple_int32", np.int32, 1)
+def test_response_data_type_in_binary_trailer_only(server):
+    """Output.data_type (1.12) would break the text parser of the 1.11
+    client, so NV-InferResponse leaves it out; the binary trailer has it."""
+    _, _, status, headers, body = _add_sub(server.port, "simple_int32", np.int32, 1)
     assert status == 200
-    assert {o.data_type for o in nv_infer_response(headers).output} == {mc.TYPE_INT32}
+    response = nv_infer_response(headers)
+    assert "data_type" not in headers["nv-inferresponse"]
+    _, trailer = split_infer_body(body, response)
+    assert {o.data_type for o in trailer.output} == {mc.TYPE_INT32}
 
 
 def test_pipelined_requests_with_an_error_between(server):

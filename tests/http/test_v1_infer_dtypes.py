@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import (Code, ServerProcess, assert_error, infer, nv_infer_response, nv_status,
-                      request_header, split_infer_body, write_identity)
+                      request_header, split_infer_body, text_form, write_identity)
 from pyserver.examples.onnx_models import IDENTITY_DTYPES, V1_TO_NUMPY
 from pyserver.protos import model_config_pb2 as mc
 
@@ -68,12 +68,12 @@ def test_fixed_size_round_trip(server, dtype):
     assert status == 200, headers
     response = nv_infer_response(headers)
     (output,) = response.output
-    assert output.data_type == getattr(mc, f"TYPE_{dtype}")
     assert list(output.raw.dims) == list(DIMS)
     assert output.raw.batch_byte_size == x.nbytes
     raw, trailer = split_infer_body(body, response)
     assert raw["OUTPUT0"] == x.tobytes()  # bit for bit, NaN and -0.0 included
-    assert trailer == response and trailer.id == 17
+    assert text_form(trailer) == response and trailer.id == 17
+    assert trailer.output[0].data_type == getattr(mc, f"TYPE_{dtype}")
 
 
 STRINGS = [b"", b"a", b"hello world", "gr\u00fc\u00dfe \u2603".encode(), b"nul\x00inside",
@@ -90,10 +90,10 @@ def test_string_round_trip(server, batch_size):
     assert status == 200, headers
     response = nv_infer_response(headers)
     (output,) = response.output
-    assert output.data_type == mc.TYPE_STRING
     assert list(output.raw.dims) == list(DIMS)
     assert output.raw.batch_byte_size == len(data)
     raw, trailer = split_infer_body(body, response)
+    assert trailer.output[0].data_type == mc.TYPE_STRING
     assert raw["OUTPUT0"] == data
     assert _deserialize(raw["OUTPUT0"]) == items
     assert trailer.id == 5

@@ -128,6 +128,9 @@ def test_response_header_carries_dims_sizes_and_id():
     parsed.ParseFromString(result.binary)
     assert parsed.id == 300 and parsed.model_version == 3 and parsed.batch_size == 2
     assert list(parsed.output[0].raw.dims) == [4] and parsed.output[0].raw.batch_byte_size == 32
+    assert parsed.output[0].data_type == mc.TYPE_FP32
+    # the text forms leave out data_type (1.12), which older text parsers reject
+    parsed.output[0].ClearField("data_type")
     assert text_format.Parse(result.one_line, api_pb2.InferResponseHeader()) == parsed
     assert text_format.Parse(result.text, api_pb2.InferResponseHeader()) == parsed
 

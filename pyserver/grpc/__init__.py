@@ -1,0 +1,1 @@
+"""The gRPC transport: the grpc.aio listener and the v1 GRPCService."""

@@ -1,0 +1,94 @@
+"""v1 gRPC translation: InferRequest messages into plans, results into
+InferResponse wire bytes (facts §3).
+
+No sockets here. Plans are shared with the HTTP front end's cache on the
+model version, keyed by the serialized request header without its id, so
+requests that differ only in their id share one plan. InferResponse is
+written straight to wire bytes: the response header comes serialized from
+``v1_infer.build_response`` (cached per output shape), so it is never
+parsed back into a message on the hot path.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from pyserver.errors import Code, ServerError, invalid_arg
+from pyserver.protocol import v1_infer
+from pyserver.protocol.v1_infer import _varint
+from pyserver.protos import api_pb2
+from pyserver.protos import request_status_pb2 as rs
+from pyserver.repository.manager import ModelVersion
+
+# Field tags of InferResponse: request_status = 1, meta_data = 2,
+# raw_output = 3, all length-delimited.
+_STATUS_TAG = b"\x0a"
+_META_TAG = b"\x12"
+_RAW_TAG = b"\x1a"
+# RequestStatus: code = 1 (varint), server_id = 3 (string), request_id = 4 (varint).
+_SUCCESS_CODE = b"\x08\x01"
+_SERVER_ID_TAG = b"\x1a"
+_REQUEST_ID_TAG = b"\x20"
+
+
+def parse(message_type, data: bytes):
+    """``data`` as a ``message_type``; ServerError(INVALID_ARG) when it is
+    not a valid serialization of one."""
+    try:
+        return message_type.FromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise invalid_arg(f"malformed {message_type.DESCRIPTOR.name}: {exc}") from None
+
+
+def plan_for(version: ModelVersion, header: api_pb2.InferRequestHeader) -> v1_infer.InferPlan:
+    """The cached plan for ``header`` on ``version``; validated on first use.
+    Clears ``header.id`` (the caller reads it first). Raises
+    ServerError(INVALID_ARG) for a header the model cannot serve."""
+    header.id = 0
+    key = header.SerializeToString()
+    plans = version.plans
+    plan = plans.get(key)
+    if plan is None:
+        plan = v1_infer.build_plan(version, header)
+        if len(plans) >= v1_infer.MAX_CACHED_PLANS:
+            plans.clear()
+        plans[key] = plan
+    return plan
+
+
+class StatusEncoder:
+    """Serialized RequestStatus messages of one server. The success form is
+    a cached prefix plus the request number."""
+
+    def __init__(self, server_id: str) -> None:
+        self.server_id = server_id
+        encoded = server_id.encode()
+        self._success_prefix = (_SUCCESS_CODE + _SERVER_ID_TAG + _varint(len(encoded)) + encoded
+                                + _REQUEST_ID_TAG)
+
+    def success(self, request_number: int) -> bytes:
+        return self._success_prefix + _varint(request_number)
+
+    def message(self, code: int, message: str, request_number: int) -> rs.RequestStatus:
+        return rs.RequestStatus(code=code, msg="" if code == Code.SUCCESS else message,
+                                server_id=self.server_id, request_id=request_number)
+
+    def error(self, exc: ServerError, request_number: int) -> bytes:
+        return self.message(exc.code, exc.message, request_number).SerializeToString()
+
+
+def infer_response(status: bytes, header: bytes, raw_outputs: list[bytes]) -> bytes:
+    """A serialized InferResponse from a serialized RequestStatus, a
+    serialized InferResponseHeader and one raw_output entry per header
+    output (empty for classification outputs)."""
+    parts = [_STATUS_TAG, _varint(len(status)), status, _META_TAG, _varint(len(header)), header]
+    for data in raw_outputs:
+        parts += (_RAW_TAG, _varint(len(data)), data)
+    return b"".join(parts)
+
+
+def infer_error_response(status: bytes, request_id: int) -> bytes:
+    """A failed InferResponse: meta_data holds only the client's id and
+    there is no raw_output (facts §3.1)."""
+    header = api_pb2.InferResponseHeader(id=request_id).SerializeToString()
+    return infer_response(status, header, [])
