@@ -112,9 +112,11 @@ class RepositoryManager:
         (explicit model control). Blocks. Raises ServerError when the model
         is not in the store or does not load; a failed reload leaves the
         loaded model serving."""
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise ServerError(Code.INVALID_ARG, f"'{name}' is not a model name")
         with self._scan_lock:
             path = self.root / name
-            if not path.is_dir():
+            if not path.is_dir() or name.startswith("."):
                 raise not_found(f"model '{name}' is not in the model store")
             old = self.models.get(name)
             if old is None:

@@ -91,6 +91,15 @@ def test_loading_a_model_that_is_not_in_the_store_is_not_found(explicit):
     assert_error(control(explicit.port, "load", "absent"), Code.NOT_FOUND, "absent")
 
 
+@pytest.mark.parametrize("name", ["..", ".", "%2e%2e"])
+def test_a_load_request_cannot_leave_the_store(explicit, name):
+    before = set(get_status(explicit.port).model_status)
+    status, headers, _ = control(explicit.port, "load", name)
+    assert status == 400
+    assert nv_status(headers).code in (Code.INVALID_ARG, Code.NOT_FOUND)
+    assert set(get_status(explicit.port).model_status) == before
+
+
 def test_a_malformed_control_path_is_400(explicit):
     assert http_request(explicit.port, "POST", "/api/modelcontrol/restart/first")[0] == 400
     assert http_request(explicit.port, "GET", "/api/modelcontrol/load/first")[0] == 405
