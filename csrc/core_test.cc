@@ -268,6 +268,8 @@ class GatedRuntime : public ModelRuntime {
     for (InferRequest* request : batch->requests) {
       if (request->ticket == gate_) {
         std::unique_lock<std::mutex> lock(mu_);
+        entered_ = true;
+        cv_.notify_all();
         cv_.wait(lock, [this] { return open_; });
       }
     }
@@ -284,6 +286,13 @@ class GatedRuntime : public ModelRuntime {
     }
     std::lock_guard<std::mutex> lock(mu_);
     batches.push_back(tickets);
+  }
+
+  // Blocks until the gated request is inside Execute (so the instance is
+  // busy and later requests queue behind it).
+  void WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return entered_; });
   }
 
   void Open() {
@@ -307,6 +316,7 @@ class GatedRuntime : public ModelRuntime {
   std::mutex mu_;
   std::condition_variable cv_;
   bool open_ = false;
+  bool entered_ = false;
   std::vector<std::vector<uint64_t>> batches;
 };
 
@@ -388,7 +398,7 @@ bool BatcherNeverExceedsMaxBatchSize() {
   bool ok = true;
   BatcherFixture f(Batching(4, {}, 0), 1, /*gate=*/1);
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);  // request 1 is running and holds the instance
+  f.runtimes[0]->WaitEntered();  // request 1 holds the instance
   for (uint64_t i = 2; i <= 11; ++i) EXPECT(f.Enqueue(i).IsOk());
   f.OpenAll();
   EXPECT(Collect(f.queue.get(), 11).size() == 11);
@@ -402,7 +412,7 @@ bool BatcherCountsBatchSizesNotRequests() {
   bool ok = true;
   BatcherFixture f(Batching(8, {8}, 0), 1, /*gate=*/1);
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2, 3).IsOk());
   EXPECT(f.Enqueue(3, 3).IsOk());
   EXPECT(f.Enqueue(4, 3).IsOk());  // 3 + 3 + 3 > 8: waits for the next batch
@@ -425,7 +435,7 @@ bool BatcherNeverMixesShapes() {
   bool ok = true;
   BatcherFixture f(Batching(8, {}, 0), 1, /*gate=*/1);
   EXPECT(f.Enqueue(1, 1, 7).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2, 1, 7).IsOk());
   EXPECT(f.Enqueue(3, 1, 7).IsOk());
   EXPECT(f.Enqueue(4, 1, 9).IsOk());
@@ -468,7 +478,7 @@ bool BatcherRefusesRequestsBeyondMaxQueueSize() {
   config.default_queue_policy.max_queue_size = 2;
   BatcherFixture f(config, 1, /*gate=*/1);
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2).IsOk());
   EXPECT(f.Enqueue(3).IsOk());
   Status full = f.Enqueue(4);
@@ -484,7 +494,7 @@ bool BatcherRejectsRequestsWhoseQueueTimeoutExpires() {
   config.default_queue_policy.default_timeout_us = 10'000;
   BatcherFixture f(config, 1, /*gate=*/1);
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2).IsOk());
   SleepMs(40);
   f.OpenAll();
@@ -507,7 +517,7 @@ bool BatcherHonoursARequestTimeoutOnlyWhenOverrideIsAllowed() {
   DynamicBatcherConfig config = Batching(1, {}, 0);
   BatcherFixture f(config, 1, /*gate=*/1);  // override not allowed
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2, 1, 0, 0, /*timeout_us=*/1000).IsOk());
   SleepMs(20);
   f.OpenAll();
@@ -522,7 +532,7 @@ bool BatcherMovesTimedOutRequestsBehindOthersUnderDelay() {
   config.default_queue_policy.allow_timeout_override = true;
   BatcherFixture f(config, 1, /*gate=*/1);
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2, 1, 0, 0, /*timeout_us=*/1000).IsOk());
   EXPECT(f.Enqueue(3).IsOk());
   EXPECT(f.Enqueue(4).IsOk());
@@ -542,7 +552,7 @@ bool BatcherServesHigherPriorityLevelsFirst() {
   config.default_priority_level = 2;
   BatcherFixture f(config, 1, /*gate=*/1);
   EXPECT(f.Enqueue(1).IsOk());
-  SleepMs(20);
+  f.runtimes[0]->WaitEntered();
   EXPECT(f.Enqueue(2).IsOk());               // default level 2
   EXPECT(f.Enqueue(3, 1, 0, 1).IsOk());      // level 1
   EXPECT(f.Enqueue(4, 1, 0, 3).Code() == StatusCode::kInvalidArg);
