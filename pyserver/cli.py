@@ -15,9 +15,11 @@ import grpc
 from pyserver import metrics
 from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
+from pyserver.grpc.v2_service import V2GrpcService
 from pyserver.http.connection import HttpLimits
 from pyserver.http.listener import PARSERS, serve_http
 from pyserver.http.v1_api import V1HttpApi
+from pyserver.http.v2_api import HttpRouter, V2HttpApi
 from pyserver.server import InferenceServer, ModelControlMode, ServerOptions
 
 log = logging.getLogger("pyserver")
@@ -165,13 +167,15 @@ class Endpoints:
         """Binds every listener. Raises OSError when a port cannot be bound
         (``stop`` closes what was started)."""
         limits = HttpLimits(max_body_bytes=args.http_max_input_size)
-        self.http_server = await serve_http(V1HttpApi(server), args.http_address, args.http_port,
+        app = HttpRouter(V1HttpApi(server), V2HttpApi(server))
+        self.http_server = await serve_http(app, args.http_address, args.http_port,
                                             limits, self.http_connections, args.http_parser)
         log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,
                  server.version, server.options.model_store)
         log.info("Started HTTPService at %s:%d", args.http_address, args.http_port)
         if args.allow_grpc:
-            self.grpc_server = await serve_grpc(V1GrpcService(server).rpc_handler(),
+            handlers = (V1GrpcService(server).rpc_handler(), V2GrpcService(server).rpc_handler())
+            self.grpc_server = await serve_grpc(handlers,
                                                 args.grpc_address, args.grpc_port,
                                                 args.grpc_max_message_size)
             log.info("Started GRPCService at %s:%d", args.grpc_address, args.grpc_port)

@@ -401,7 +401,7 @@ def broken_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def example_store(tmp_path_factory) -> Path:
     """The example store (simple, simple_int32, simple_nobatch, classifier,
-    versioned, mlp); read-only for tests."""
+    versioned, mlp, image_classifier); read-only for tests."""
     return build_example_store(tmp_path_factory.mktemp("example_store"))
 
 

@@ -1,7 +1,7 @@
 """Runs the whole test suite from outside the source tree's import path, so
 the installed package (with its compiled core and generated protos) is the
 one under test (HTTP parser: httptools, the default); then runs the HTTP
-protocol tests again with h11, the reference parser, so both pass the same
+protocol tests (v1 and v2) again with h11, the reference parser, so both pass the same
 tests. Exits non-zero if either fails.
 
     python tests/run.py [pytest args...]
@@ -25,5 +25,5 @@ def pytest(paths: list[str], parser: str) -> int:
 
 
 status = pytest([str(root / "tests")], "httptools")
-status = pytest([str(root / "tests" / "http")], "h11") or status
+status = pytest([str(root / "tests" / "http"), str(root / "tests" / "v2")], "h11") or status
 sys.exit(status)

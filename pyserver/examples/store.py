@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import image_models
 from . import onnx_models as m
+
+log = logging.getLogger(__name__)
 
 LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -114,7 +118,20 @@ def build_example_store(root: str | os.PathLike) -> Path:
         ),
         {1: m.mlp()},
     )
+    _write_image_classifier(root)
     return root
+
+
+def _write_image_classifier(root: Path) -> None:
+    """Write image_classifier (SqueezeNet, see image_models); skipped with a
+    log line when the onnx package or its light model is missing."""
+    try:
+        model = image_models.squeezenet()
+    except image_models.ModelUnavailable as exc:
+        log.warning("example store: skipping %s: %s", image_models.NAME, exc)
+        return
+    write_model(root, image_models.NAME, image_models.config(), {1: model},
+                {image_models.LABEL_FILE: "\n".join(image_models.labels()) + "\n"})
 
 
 def main() -> None:

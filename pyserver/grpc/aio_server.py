@@ -11,9 +11,9 @@ class GrpcBindError(OSError):
     """The gRPC port could not be bound."""
 
 
-async def serve_grpc(handler: grpc.GenericRpcHandler, address: str, port: int,
+async def serve_grpc(handler: grpc.GenericRpcHandler | tuple, address: str, port: int,
                      max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Server:
-    """Starts serving ``handler`` on ``address:port``; returns the started
+    """Starts serving ``handler`` (one, or a tuple of them) on ``address:port``; returns the started
     server. Messages larger than ``max_message_bytes`` either way are
     refused by grpc itself (RESOURCE_EXHAUSTED). Raises GrpcBindError when
     the port is taken: SO_REUSEPORT is off, so two servers never share one
@@ -23,7 +23,7 @@ async def serve_grpc(handler: grpc.GenericRpcHandler, address: str, port: int,
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
     ])
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers(handler if isinstance(handler, tuple) else (handler,))
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     try:
         bound = server.add_insecure_port(target)

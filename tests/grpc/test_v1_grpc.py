@@ -17,7 +17,8 @@ from pyserver.protos import server_status_pb2 as ss
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 RNG = np.random.default_rng(4321)
-EXAMPLE_MODELS = ["classifier", "mlp", "simple", "simple_int32", "simple_nobatch", "versioned"]
+EXAMPLE_MODELS = ["classifier", "image_classifier", "mlp", "simple", "simple_int32",
+                  "simple_nobatch", "versioned"]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from conftest import (Code, add_sub_body, assert_error, get_status, http_request
 from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 
-EXAMPLE_MODELS = {"simple", "simple_int32", "simple_nobatch", "classifier", "versioned", "mlp"}
+EXAMPLE_MODELS = {"simple", "simple_int32", "simple_nobatch", "classifier", "versioned", "mlp",
+                  "image_classifier"}
 
 
 def _check_whole_status(status: ss.ServerStatus) -> None:

@@ -528,7 +528,8 @@ def example_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_example_store(tmp_path_factory.mktemp("store"))
 
 
-EXAMPLE_MODELS = ["classifier", "mlp", "simple", "simple_int32", "simple_nobatch", "versioned"]
+EXAMPLE_MODELS = ["classifier", "image_classifier", "mlp", "simple", "simple_int32",
+                  "simple_nobatch", "versioned"]
 
 
 def test_example_store_has_the_expected_models(example_store: Path) -> None:

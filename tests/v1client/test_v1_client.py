@@ -137,8 +137,8 @@ def test_status_of_all_models(target):
     answer = call(target, "status")
     assert "error" not in answer, answer
     assert answer["id"] == "inference:0" and answer["ready_state"] == 2  # SERVER_READY
-    assert sorted(answer["models"]) == ["classifier", "mlp", "simple", "simple_int32",
-                                        "simple_nobatch", "versioned"]
+    assert sorted(answer["models"]) == ["classifier", "image_classifier", "mlp", "simple",
+                                        "simple_int32", "simple_nobatch", "versioned"]
     assert answer["models"]["versioned"]["versions"] == {"1": 1, "2": 1, "3": 1}  # MODEL_READY
 
 

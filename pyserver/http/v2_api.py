@@ -1,0 +1,183 @@
+"""The v2 HTTP API (/v2/...): KServe / Open Inference Protocol with Triton's
+binary-tensor, classification, statistics and model-repository extensions.
+
+Errors are JSON ``{"error": "..."}`` with Triton's HTTP statuses
+(protocol.v2.http_status). Inference goes through the same server API as
+v1: ``resolve``, a plan (protocol.v2 builds v1's), ``submit``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyserver import _core
+from pyserver.errors import Code, ServerError, invalid_arg
+from pyserver.http.connection import RequestCycle
+from pyserver.protocol import v2
+from pyserver.repository.manager import LATEST
+from pyserver.server import InferenceServer
+
+_JSON = (b"content-type", b"application/json")
+_OCTET = (b"content-type", b"application/octet-stream")
+_HEADER_LENGTH = b"inference-header-content-length"
+
+
+class V2HttpApi:
+    """Routes /v2 requests. Runs on the event loop."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+
+    def handle(self, cycle: RequestCycle):
+        parts = cycle.path.decode("utf-8", "replace").strip("/").split("/")
+        method = cycle.method
+        try:
+            n = len(parts)
+            if n == 1:
+                return self._get(cycle, method, lambda: v2.server_metadata(self.server))
+            if parts[1] == "health" and n == 3 and parts[2] in ("live", "ready"):
+                if method != b"GET":
+                    return _error(cycle, 405, "method not allowed")
+                healthy = self.server.live if parts[2] == "live" else self.server.ready
+                return cycle.respond(200 if healthy else 400, [_JSON], b"")
+            if parts[1] == "models" and n == 3 and parts[2] == "stats":
+                return self._get(cycle, method, lambda: v2.statistics(self.server))
+            if parts[1] == "models" and n >= 3:
+                return self._model(cycle, method, parts[2], parts[3:])
+            if parts[1] == "repository":
+                return self._repository(cycle, method, parts[2:])
+        except ServerError as exc:
+            return _error(cycle, v2.http_status(exc.code), exc.message)
+        return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')}")
+
+    def _get(self, cycle: RequestCycle, method: bytes, build) -> None:
+        if method != b"GET":
+            return _error(cycle, 405, "method not allowed")
+        cycle.respond(200, [_JSON], json.dumps(build()).encode())
+
+    def _model(self, cycle: RequestCycle, method: bytes, model: str, rest: list[str]):
+        version = LATEST
+        number = 0
+        if len(rest) >= 2 and rest[0] == "versions":
+            if not rest[1].isdigit():
+                raise invalid_arg(f"model version must be a number, got '{rest[1]}'")
+            number = int(rest[1])
+            version = number
+            rest = rest[2:]
+        server = self.server
+        if not rest:
+            return self._get(cycle, method, lambda: v2.model_metadata(server, model, version))
+        if len(rest) == 1:
+            action = rest[0]
+            if action == "ready":
+                if method != b"GET":
+                    return _error(cycle, 405, "method not allowed")
+                try:
+                    server.resolve(model, version)
+                    ready = True
+                except ServerError:
+                    ready = False
+                return cycle.respond(200 if ready else 400, [_JSON], b"")
+            if action == "config":
+                return self._get(cycle, method, lambda: v2.model_config(server, model, version))
+            if action == "stats":
+                return self._get(cycle, method, lambda: v2.statistics(server, model, number))
+            if action == "infer":
+                if method != b"POST":
+                    return _error(cycle, 405, "method not allowed")
+                return self._infer(cycle, model, version)
+        return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')}")
+
+    # -- repository ---------------------------------------------------------------
+
+    def _repository(self, cycle: RequestCycle, method: bytes, rest: list[str]):
+        if method != b"POST":
+            return _error(cycle, 405, "method not allowed")
+        body = _json_body(cycle)
+        if rest == ["index"]:
+            ready = bool(body.get("ready", False))
+            return cycle.respond(200, [_JSON],
+                                 json.dumps(v2.repository_index(self.server, ready)).encode())
+        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
+            params = body.get("parameters") or {}
+            if rest[2] == "load" and any(k == "config" or k.startswith("file:") for k in params):
+                raise ServerError(Code.UNSUPPORTED, "load with a config or file override is "
+                                                    "not supported")
+            return self._control(cycle, rest[2], rest[1])
+        return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')}")
+
+    async def _control(self, cycle: RequestCycle, action: str, model: str) -> None:
+        try:
+            if action == "load":
+                await self.server.load_model(model)
+            else:
+                await self.server.unload_model(model)
+        except ServerError as exc:
+            # Triton answers a failed load / unload with INVALID_ARG (400),
+            # whatever the cause; only a refused mode is 503.
+            status = 503 if exc.code == Code.UNAVAILABLE else 400
+            return _error(cycle, status, exc.message)
+        cycle.respond(200, [_JSON], b"")
+
+    # -- infer ----------------------------------------------------------------------
+
+    def _infer(self, cycle: RequestCycle, model: str, version_number: int) -> None:
+        received = _core.monotonic_ns()
+        server = self.server
+        version = None
+        plan = None
+        try:
+            version = server.resolve(model, version_number)
+            request = v2.parse_http_body(cycle.body, cycle.header(_HEADER_LENGTH))
+            plan = v2.plan_for(version, request)
+            payload = v2.payload(plan, request)
+
+            def done(code: int, message: str, result, timings: tuple) -> None:
+                if code != Code.SUCCESS:
+                    return _error(cycle, v2.http_status(code), message)
+                try:
+                    doc, parts = v2.build_response(plan, request, result)
+                except ServerError as exc:
+                    return _error(cycle, v2.http_status(exc.code), exc.message)
+                head = json.dumps(doc).encode()
+                if parts:
+                    cycle.respond(200, [_OCTET, (_HEADER_LENGTH, str(len(head)).encode())],
+                                  b"".join([head, *parts]))
+                else:
+                    cycle.respond(200, [_JSON], head)
+
+            server.submit(version, plan.batch_size, payload, received, done)
+        except ServerError as exc:
+            if version is not None:
+                server.record_rejected(version, plan.batch_size if plan else 1, received)
+            _error(cycle, v2.http_status(exc.code), exc.message)
+
+
+class HttpRouter:
+    """One listener, two APIs: /v2 goes to the v2 app, the rest to v1."""
+
+    def __init__(self, v1_app, v2_app: V2HttpApi) -> None:
+        self.v1 = v1_app
+        self.v2 = v2_app
+
+    def handle(self, cycle: RequestCycle):
+        path = cycle.path
+        if path.startswith(b"/v2") and (len(path) == 3 or path[3:4] == b"/"):
+            return self.v2.handle(cycle)
+        return self.v1.handle(cycle)
+
+
+def _json_body(cycle: RequestCycle) -> dict:
+    if not cycle.body:
+        return {}
+    try:
+        doc = json.loads(bytes(cycle.body))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_arg(f"failed to parse the request JSON buffer: {exc}") from None
+    if not isinstance(doc, dict):
+        raise invalid_arg("request body must be a JSON object")
+    return doc
+
+
+def _error(cycle: RequestCycle, status: int, message: str) -> None:
+    cycle.respond(status, [_JSON], v2.error_body(message))
