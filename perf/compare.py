@@ -842,17 +842,20 @@ def load_average() -> str:
 
 
 def reference_row(rows: list[Row], row: Row) -> Row | None:
-    """The pyserver row a row is divided by: same model, same client (perf_analyzer
-    against pyserver-perf when pyserver has no v2 row for perf_analyzer)."""
-    def find(client: str, api_prefix: str = "v1 HTTP") -> Row | None:
+    """The pyserver row a row is divided by, same model: the same client and
+    API where pyserver has it; else the same client on the nearest API (v2
+    JSON for a JSON API, else v1 binary); perf_analyzer against pyserver-perf
+    when pyserver has no v2 row for it."""
+    def find(client: str, api: str) -> Row | None:
         return next((r for r in rows if r.server == "pyserver" and r.client == client
-                     and r.model == row.model and r.api.startswith(api_prefix)
-                     and not r.reason), None)
+                     and r.model == row.model and r.api == api and not r.reason), None)
     if row.model == "echo":
         return None
-    if row.client == "perf_analyzer":
-        return find("perf_analyzer", "v2") or find("pyserver-perf")
-    return find(row.client)
+    nearest = "v2 HTTP JSON" if "JSON" in row.api else "v1 HTTP binary"
+    return (find(row.client, row.api) or find(row.client, nearest)
+            or find(row.client, "v1 HTTP binary")
+            or (find("pyserver-perf", "v1 HTTP binary") if row.client == "perf_analyzer"
+                else None))
 
 
 def median(values: list[float]) -> float:
@@ -885,6 +888,8 @@ def table(rows: list[Row], levels: list[int], models: list[str]) -> str:
                         ratio = f"{rps / median([r['rps'] for r in ref_good]):.2f}"
                         if ref.client != row.client:
                             ratio += " †"
+                        elif ref.api != row.api:
+                            ratio += " ‡"
                 cpu_req = [r["server_cpu_us"] for r in good if r.get("server_cpu_us")]
                 failed_runs = len(rs) - len(good)
                 errors = sum(r["errors"] for r in good)
@@ -913,7 +918,11 @@ def main() -> int:
     p.add_argument("--workdir", help="where stores, logs and client files go (default: a temp dir)")
     p.add_argument("--append-results", action="store_true",
                    help="append the section to perf/RESULTS.md")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="only render the table of an earlier run's results.json")
     args = p.parse_args()
+    if args.from_json:
+        return render_json(args.from_json)
     levels = args.concurrency or [1, 8]
     model_names = [m for m in args.models.split(",") if m]
     server_names = [s for s in args.servers.split(",") if s]
@@ -993,31 +1002,58 @@ def main() -> int:
         for server in servers:
             server.stop()
 
-    section = "\n".join([
-        f"## {started} — perf/compare: pyserver beside Triton and the peers",
-        "",
-        "```",
-        command.strip(),
-        "```",
-        "",
-        f"Machine: {os.cpu_count()} cores (shared), {platform.platform()}, Python "
-        f"{platform.python_version()}; load average (1/5/15 min) {load_before} at the start, "
-        f"{load_average()} at the end. {args.rounds} rounds × {args.seconds:g} s per run, "
-        f"servers alternating; medians.",
-        "",
-        *status_lines,
-        "",
-        table(rows, levels, model_names),
-        "",
-        "† ratio against pyserver measured by pyserver-perf (perf_analyzer and pyserver-perf "
-        "follow the same perf_client method but are different programs). Server CPU µs/req: "
-        "the server's whole process tree over a wrk run ÷ requests answered. Client CPU: the "
-        "load generator's CPU time ÷ wall time (100% = one core).",
-        ""])
+    meta = {"started": started, "command": command.strip(), "load_before": load_before,
+            "load_after": load_average(), "cores": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "rounds": args.rounds, "seconds": args.seconds, "levels": levels,
+            "models": model_names, "status_lines": status_lines}
+    raw = workdir / "results.json"
+    raw.write_text(json.dumps({"meta": meta, "rows": [row_record(r) for r in rows]}, indent=1))
+    section = render_section(meta, rows)
+    print(f"\n# raw results: {raw} (python perf/compare.py --from-json {raw} renders them)")
     print("\n" + section)
     if args.append_results:
         with open(PERF / "RESULTS.md", "a") as out:
             out.write("\n" + section)
+    return 0
+
+
+def row_record(row: Row) -> dict:
+    return {"server": row.server, "api": row.api, "client": row.client, "model": row.model,
+            "reason": row.reason, "results": {str(c): rs for c, rs in row.results.items()}}
+
+
+def render_section(meta: dict, rows: list[Row]) -> str:
+    return "\n".join([
+        f"## {meta['started']} — perf/compare: pyserver beside Triton and the peers",
+        "",
+        "```",
+        meta["command"],
+        "```",
+        "",
+        f"Machine: {meta['cores']} cores (shared), {meta['platform']}, Python {meta['python']}; "
+        f"load average (1/5/15 min) {meta['load_before']} at the start, {meta['load_after']} at "
+        f"the end. {meta['rounds']} rounds × {meta['seconds']:g} s per run, servers "
+        f"alternating; medians.",
+        "",
+        *meta["status_lines"],
+        "",
+        table(rows, meta["levels"], meta["models"]),
+        "",
+        "× pyserver: infer/s ÷ that of the pyserver row with the same client and API; ‡ same "
+        "client, nearest pyserver API (v2 JSON for a JSON API, else v1 binary); † against "
+        "pyserver measured by pyserver-perf (perf_analyzer and pyserver-perf follow the same "
+        "perf_client method but are different programs). Server CPU µs/req: the server's "
+        "whole process tree over a wrk run ÷ requests answered. Client CPU: the load "
+        "generator's CPU time ÷ wall time (100% = one core).",
+        ""])
+
+
+def render_json(path: str) -> int:
+    data = json.loads(pathlib.Path(path).read_text())
+    rows = [Row(r["server"], r["api"], r["client"], r["model"], reason=r["reason"],
+                results={int(c): rs for c, rs in r["results"].items()}) for r in data["rows"]]
+    print(render_section(data["meta"], rows))
     return 0
 
 

@@ -109,6 +109,51 @@ def _nv_status_message(head: bytes) -> str:
     return ""
 
 
+CHUNKED = -2   # an answer framed by Transfer-Encoding: chunked
+
+
+def _header_value(head: bytes, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lower case, with its colon) in a response head."""
+    at = head.find(b"\r\n" + name)   # the usual spellings first: no lower() per answer
+    if at < 0:
+        at = head.find(b"\r\n" + name.title())
+        if at < 0:
+            lower = head.lower()
+            at = lower.find(b"\r\n" + name)
+            if at < 0:
+                return None
+    stop = head.find(b"\r\n", at + 2)
+    return head[at + 2 + len(name):stop if stop >= 0 else len(head)].strip()
+
+
+def _answer_length(head: bytes, end_of_head: int) -> int:
+    """Bytes of the whole answer (head included), or CHUNKED."""
+    length = _header_value(head, b"content-length:")
+    if length is not None:
+        return end_of_head + 4 + int(length)
+    encoding = _header_value(head, b"transfer-encoding:")
+    if encoding is not None and b"chunked" in encoding.lower():
+        return CHUNKED
+    return end_of_head + 4
+
+
+def _chunked_length(buffer: bytearray, body_start: int) -> int:
+    """Bytes up to the end of a complete chunked body starting at
+    ``body_start``, or -1 while it is incomplete."""
+    pos = body_start
+    while True:
+        eol = buffer.find(b"\r\n", pos)
+        if eol < 0:
+            return -1
+        size = int(bytes(buffer[pos:eol]).split(b";", 1)[0], 16)
+        if size == 0:
+            end = buffer.find(b"\r\n\r\n", eol)   # after the (usually absent) trailers
+            return -1 if end < 0 else end + 4
+        pos = eol + 2 + size + 2
+        if pos > len(buffer):
+            return -1
+
+
 class _HttpConnection(asyncio.Protocol):
     """One keep-alive connection sending the same request in a closed loop."""
 
@@ -138,26 +183,28 @@ class _HttpConnection(asyncio.Protocol):
         self.start, self.send_ns = start, time.perf_counter_ns() - start
 
     def data_received(self, data: bytes) -> None:
+        now = time.perf_counter_ns()
         if not self.first_byte:
-            self.first_byte = time.perf_counter_ns()
+            self.first_byte = now
         buffer = self.buffer
         buffer += data
         while True:
-            if self.need < 0:
+            if self.need == -1:
                 end_of_head = buffer.find(b"\r\n\r\n")
                 if end_of_head < 0:
                     return
                 head = bytes(buffer[:end_of_head])
-                lower = head.lower()
-                at = lower.find(b"\r\ncontent-length:")
-                length = 0
-                if at >= 0:
-                    stop = lower.find(b"\r\n", at + 2)
-                    length = int(lower[at + 17:stop if stop >= 0 else len(lower)])
-                self.need, self.status, self.head = end_of_head + 4 + length, head[9:12], head
-            if len(buffer) < self.need:
-                return
-            del buffer[:self.need]
+                self.status, self.head = head[9:12], head
+                self.need = _answer_length(head, end_of_head)
+            if self.need == CHUNKED:
+                size = _chunked_length(buffer, len(self.head) + 4)
+                if size < 0:
+                    return
+            else:
+                size = self.need
+                if len(buffer) < size:
+                    return
+            del buffer[:size]
             self.need = -1
             end = time.perf_counter_ns()
             self.in_flight = False
@@ -351,10 +398,13 @@ class LoadManager:
             self.replies.append(reply_reader)
             self.workers.append(worker)
         for replies in self.replies:
-            if not replies.poll(START_TIMEOUT_S):
+            try:
+                if not replies.poll(START_TIMEOUT_S):
+                    raise EOFError
+                replies.recv()
+            except (EOFError, OSError):
                 self.close()
-                raise PerfError("a load process did not start")
-            replies.recv()
+                raise PerfError("a load process did not start") from None
         self.concurrency = 0
 
     def set_concurrency(self, n: int) -> None:

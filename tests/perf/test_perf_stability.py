@@ -209,3 +209,24 @@ def test_an_unreachable_server_is_one_clear_error(capsys):
     code = cli.main(["-m", "simple", "-u", "127.0.0.1:1", "-p", "100"])
     assert code == 1
     assert "cannot reach 127.0.0.1:1" in capsys.readouterr().err
+
+
+# -- answer framing ------------------------------------------------------------------------
+
+def test_answers_are_framed_by_content_length_in_any_spelling():
+    from pyserver_perf.load import _answer_length
+    for name in (b"Content-Length", b"content-length", b"CONTENT-LENGTH"):
+        head = b"HTTP/1.1 200 OK\r\nNV-Status: code: SUCCESS\r\n" + name + b": 42"
+        assert _answer_length(head, len(head)) == len(head) + 4 + 42
+
+
+def test_chunked_answers_are_found_complete_or_not():
+    from pyserver_perf.load import CHUNKED, _answer_length, _chunked_length
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
+    assert _answer_length(head, len(head)) == CHUNKED
+    body = b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\n\r\n"
+    whole = bytearray(head + b"\r\n\r\n" + body + b"HTTP/1.1 200")   # the next answer begins
+    start = len(head) + 4
+    assert _chunked_length(whole, start) == start + len(body)
+    for cut in (start + 3, start + 10, start + len(body) - 1):
+        assert _chunked_length(whole[:cut], start) == -1
