@@ -19,16 +19,18 @@ import asyncio
 import multiprocessing
 import os
 import resource
-import statistics
 import sys
 import time
 
 import grpc
 import numpy as np
 
-from pyserver.protos import grpc_service_pb2 as gs
-from pyserver.protos import model_config_pb2 as mc
-from pyserver.tensors import NUMPY_DTYPES
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from v1_http_load import split_load, summarize  # noqa: E402
+
+from pyserver.protos import grpc_service_pb2 as gs  # noqa: E402
+from pyserver.protos import model_config_pb2 as mc  # noqa: E402
+from pyserver.tensors import NUMPY_DTYPES  # noqa: E402
 
 SERVICE = "/nvidia.inferenceserver.GRPCService/"
 
@@ -110,25 +112,11 @@ def _worker(args: tuple) -> tuple[list[int], int, float]:
 def measure(target: str, request: bytes, concurrency: int, seconds: float, warmup: float,
             processes: int, stream: bool = False) -> dict:
     """One level: requests/s, latency percentiles (µs), errors, client CPU."""
-    processes = max(1, min(processes, concurrency))
-    shares = [concurrency // processes + (1 if i < concurrency % processes else 0)
-              for i in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+    shares = split_load(concurrency, processes)
+    with multiprocessing.get_context("spawn").Pool(len(shares)) as pool:
         results = pool.map(_worker, [(target, request, n, warmup, seconds, stream)
                                      for n in shares])
-    latencies = sorted(x for r in results for x in r[0])
-    errors = sum(r[1] for r in results)
-    cpu = sum(r[2] for r in results)
-
-    def pct(p: float) -> float:
-        if not latencies:
-            return 0.0
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] / 1000
-
-    return {"concurrency": concurrency, "rps": len(latencies) / seconds, "errors": errors,
-            "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
-            "mean_us": statistics.fmean(latencies) / 1000 if latencies else 0.0,
-            "client_cpu": cpu / (seconds + warmup)}
+    return summarize(results, concurrency, seconds, warmup)
 
 
 def main() -> None:

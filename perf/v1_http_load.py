@@ -102,24 +102,37 @@ def _worker(args: tuple) -> tuple[list[int], int, float]:
     return latencies, len(errors), cpu
 
 
-def measure(host: str, port: int, request: bytes, concurrency: int, seconds: float,
-            warmup: float, processes: int) -> dict:
+def split_load(concurrency: int, processes: int) -> list[int]:
+    """Connections per client process for one concurrency level."""
     processes = max(1, min(processes, concurrency))
-    shares = [concurrency // processes + (1 if i < concurrency % processes else 0)
-              for i in range(processes)]
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        results = pool.map(_worker, [(host, port, request, n, warmup, seconds) for n in shares])
+    return [concurrency // processes + (1 if i < concurrency % processes else 0)
+            for i in range(processes)]
+
+
+def summarize(results: list[tuple[list[int], int, float]], concurrency: int, seconds: float,
+              warmup: float) -> dict:
+    """Merges the workers' (latencies ns, errors, cpu s) into one level's figures."""
     latencies = sorted(x for r in results for x in r[0])
     errors = sum(r[1] for r in results)
     cpu = sum(r[2] for r in results)
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] / 1000 if latencies else 0.0
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] / 1000
 
     return {"concurrency": concurrency, "rps": len(latencies) / seconds, "errors": errors,
             "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
             "mean_us": statistics.fmean(latencies) / 1000 if latencies else 0.0,
             "client_cpu": cpu / (seconds + warmup)}
+
+
+def measure(host: str, port: int, request: bytes, concurrency: int, seconds: float,
+            warmup: float, processes: int) -> dict:
+    shares = split_load(concurrency, processes)
+    with multiprocessing.get_context("fork").Pool(len(shares)) as pool:
+        results = pool.map(_worker, [(host, port, request, n, warmup, seconds) for n in shares])
+    return summarize(results, concurrency, seconds, warmup)
 
 
 def main() -> None:
