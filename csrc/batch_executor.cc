@@ -51,7 +51,7 @@ void ExecuteBatch(ModelRuntime* runtime, HostMemoryPool* pool, Batch* batch) {
   bool credited = false;
   for (InferRequest* request : batch->requests) {
     request->compute_end_ns = end;
-    if (request->status.IsOk() && request->result == nullptr) {
+    if (request->status.IsOk() && request->result == nullptr && request->outputs.empty()) {
       request->status = Status(StatusCode::kInternal, "the backend produced no result");
     }
     request->counts_execution = !credited && request->status.IsOk();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "status.h"
+#include "tensor.h"
 
 namespace pyserver {
 
@@ -16,6 +17,9 @@ namespace pyserver {
 struct InputRef {
   const void* data = nullptr;
   size_t byte_size = 0;
+  // The request's shape of this input (batch dimension first when the model
+  // batches). Set for native runtimes; may stay empty otherwise.
+  std::vector<int64_t> shape;
 };
 
 // A request travels front end -> scheduler -> instance -> completion queue.
@@ -45,6 +49,12 @@ struct InferRequest {
 
   void* payload = nullptr;
   void* result = nullptr;
+
+  // Native runtimes: the config output indices the client asked for
+  // (ascending, no repeats), and on success the request's outputs, in that
+  // order. A request completes with either `result` or `outputs`.
+  std::vector<uint32_t> requested_outputs;
+  std::vector<OutputTensor> outputs;
 
   Status status;
 
