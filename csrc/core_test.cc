@@ -351,7 +351,7 @@ struct BatcherFixture {
     request->priority = priority;
     request->timeout_us = timeout_us;
     values.push_back(static_cast<float>(ticket));
-    request->inputs.push_back(InputRef{&values.back(), sizeof(float)});
+    request->inputs.push_back(InputRef{&values.back(), sizeof(float), {}});
     return batcher->Enqueue(&request);
   }
 

@@ -1,8 +1,8 @@
 # C++ declarations of the core (csrc/). C++ types carry a C prefix.
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libcpp cimport bool
 from libcpp.map cimport map
-from libcpp.memory cimport unique_ptr
+from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
 from libcpp.vector cimport vector
 
@@ -21,10 +21,34 @@ cdef extern from "clock.h" namespace "pyserver" nogil:
     uint64_t CMonotonicNs "pyserver::MonotonicNs"()
 
 
+cdef extern from "host_memory_pool.h" namespace "pyserver" nogil:
+    cdef cppclass CPooledBuffer "pyserver::PooledBuffer":
+        CPooledBuffer()
+        void* Data()
+        size_t Size()
+        void Reset()
+
+
+cdef extern from "tensor.h" namespace "pyserver" nogil:
+    cdef enum class CDataType "pyserver::DataType"(int32_t):
+        kInvalid "pyserver::DataType::kInvalid"
+        kString "pyserver::DataType::kString"
+
+    cdef cppclass COutputTensor "pyserver::OutputTensor":
+        uint32_t index
+        CDataType type
+        vector[int64_t] shape
+        shared_ptr[CPooledBuffer] storage
+        size_t offset
+        size_t byte_size
+        const void* Data()
+
+
 cdef extern from "infer_request.h" namespace "pyserver" nogil:
     cdef cppclass CInputRef "pyserver::InputRef":
         const void* data
         size_t byte_size
+        vector[int64_t] shape
 
     cdef cppclass CInferRequest "pyserver::InferRequest":
         uint64_t ticket
@@ -35,6 +59,8 @@ cdef extern from "infer_request.h" namespace "pyserver" nogil:
         uint64_t timeout_us
         void* payload
         void* result
+        vector[uint32_t] requested_outputs
+        vector[COutputTensor] outputs
         CStatus status
         uint64_t received_ns
         uint64_t enqueued_ns
@@ -43,12 +69,6 @@ cdef extern from "infer_request.h" namespace "pyserver" nogil:
 
 
 cdef extern from "host_memory_pool.h" namespace "pyserver" nogil:
-    cdef cppclass CPooledBuffer "pyserver::PooledBuffer":
-        CPooledBuffer()
-        void* Data()
-        size_t Size()
-        void Reset()
-
     cdef cppclass CHostMemoryPoolStats "pyserver::HostMemoryPoolStats":
         uint64_t allocations
         uint64_t reuses
@@ -72,6 +92,24 @@ cdef extern from "model_runtime.h" namespace "pyserver" nogil:
 
     cdef cppclass CModelRuntime "pyserver::ModelRuntime":
         pass
+
+
+cdef extern from "native_runtime.h" namespace "pyserver" nogil:
+    cdef cppclass CTensorSpec "pyserver::TensorSpec":
+        string name
+        CDataType type
+        vector[int64_t] dims
+
+    cdef cppclass CNativeRuntimeConfig "pyserver::NativeRuntimeConfig":
+        string model_name
+        uint32_t max_batch_size
+        vector[CTensorSpec] inputs
+        vector[CTensorSpec] outputs
+        bool retry_failed_batch_per_request
+        int device
+
+    cdef cppclass CNativeRuntime "pyserver::NativeRuntime"(CModelRuntime):
+        const CNativeRuntimeConfig& config()
 
 
 cdef extern from "callback_runtime.h" namespace "pyserver" nogil:
@@ -170,6 +208,21 @@ cdef class HostMemoryPool:
     cdef unique_ptr[CHostMemoryPool] pool
 
 
+cdef class NativeRuntime:
+    cdef unique_ptr[CModelRuntime] runtime
+    cdef readonly str description
+
+
+cdef CNativeRuntimeConfig native_config(object config, int device) except *
+
+
+cdef class SharedBufferOwner:
+    cdef shared_ptr[CPooledBuffer] storage
+    cdef const void* data
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+
 cdef class PooledArrayOwner:
     cdef CPooledBuffer buffer
     cdef Py_ssize_t shape[1]
@@ -192,6 +245,11 @@ cdef class ModelScheduler:
     cdef HostMemoryPool pool
     cdef list contexts
     cdef tuple input_names
+    cdef tuple output_names
+    cdef dict output_indices
     cdef bint batching
+    cdef bint native
+    cdef bint retry_failed_batch
 
     cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1
+    cdef object _describe_native(self, CInferRequest* r, object payload)

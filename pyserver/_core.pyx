@@ -9,14 +9,21 @@ exceptions in ``_check`` alone.
 
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
-from libc.stdint cimport uint32_t, uint64_t
-from libcpp.memory cimport unique_ptr
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.utility cimport move
 from libcpp.vector cimport vector
 
 import numpy as np
 
 from pyserver.errors import Code, ServerError
+from pyserver.tensors import NUMPY_DTYPES, deserialize_strings, serialize_strings
+
+# The model setting (config `parameters`) that decides what happens when a
+# batch of several requests fails as a whole: "true" (the default) runs each
+# request alone so only the bad ones fail; "false" fails the whole batch, for
+# models with side effects that must not run an innocent request twice.
+RETRY_FAILED_BATCH_PARAMETER = "retry_failed_batch_per_request"
 
 
 cdef int _check(const CStatus& status) except -1:
@@ -63,19 +70,25 @@ cdef class CompletionQueue:
         """
         cdef CInferRequest* request
         cdef object result
+        cdef object context
         self.queue.get().Drain(&self.drained)
         out = []
         for i in range(self.drained.size()):
             request = self.drained[i].get()
+            context = None
             if request.payload != NULL:
-                Py_DECREF(<object>request.payload)
+                context = <object>request.payload
+                Py_DECREF(context)
                 request.payload = NULL
             if request.result != NULL:
                 result = <object>request.result
                 Py_DECREF(result)
                 request.result = NULL
+            elif request.outputs.size() != 0:
+                result = _native_result(request, context)
             else:
                 result = None
+            context = None
             if request.status.IsOk():
                 out.append((request.ticket, 1, "", result,
                             (request.received_ns, request.enqueued_ns,
@@ -87,6 +100,114 @@ cdef class CompletionQueue:
                              request.compute_start_ns, request.compute_end_ns)))
         self.drained.clear()
         return out
+
+
+cdef class _NativeContext:
+    """What a request to a native runtime keeps alive until it completes: the
+    payload whose arrays the core reads, bytes made for it (serialized string
+    inputs), and the model's output names to label the outputs with."""
+    cdef object payload
+    cdef tuple output_names
+    cdef list keepalive
+
+
+cdef dict _native_result(CInferRequest* request, object context):
+    """The outputs of a native runtime as numpy arrays over their pooled
+    storage (no copies; string outputs are parsed into object arrays)."""
+    cdef _NativeContext native = <_NativeContext>context
+    cdef SharedBufferOwner owner
+    cdef size_t k
+    cdef COutputTensor* tensor
+    result = {}
+    for k in range(request.outputs.size()):
+        tensor = &request.outputs[k]
+        name = native.output_names[tensor.index]
+        shape = tuple(tensor.shape)
+        owner = SharedBufferOwner()
+        owner.storage = tensor.storage
+        owner.data = tensor.Data()
+        owner.shape[0] = <Py_ssize_t>tensor.byte_size
+        if tensor.type == CDataType.kString:
+            count = 1
+            for dim in shape:
+                count *= dim
+            result[name] = deserialize_strings(memoryview(owner), count, name).reshape(shape)
+        else:
+            result[name] = np.frombuffer(owner, dtype=NUMPY_DTYPES[<int>tensor.type]).reshape(shape)
+    request.outputs.clear()
+    return result
+
+
+cdef class SharedBufferOwner:
+    """Read-only bytes of a native runtime's output, shared with the other
+    requests of its batch; the storage lives while any view of it does."""
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        self.strides[0] = 1
+        view.buf = <void*>self.data
+        view.obj = self
+        view.len = self.shape[0]
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+cdef CNativeRuntimeConfig native_config(object config, int device) except *:
+    """The core's view of a ``model_config_pb2.ModelConfig`` for a native
+    runtime of one instance (device -1 = CPU)."""
+    cdef CNativeRuntimeConfig out
+    cdef CTensorSpec spec
+    out.model_name = config.name.encode()
+    out.max_batch_size = config.max_batch_size
+    out.device = device
+    out.retry_failed_batch_per_request = retry_failed_batch(config)
+    for tensors, target in ((config.input, 0), (config.output, 1)):
+        for tensor in tensors:
+            spec.name = tensor.name.encode()
+            spec.type = <CDataType><int>tensor.data_type
+            spec.dims.clear()
+            for dim in (tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims):
+                spec.dims.push_back(dim)
+            if target == 0:
+                out.inputs.push_back(spec)
+            else:
+                out.outputs.push_back(spec)
+    return out
+
+
+def retry_failed_batch(config) -> bool:
+    """The model's failed-batch setting (RETRY_FAILED_BATCH_PARAMETER)."""
+    if RETRY_FAILED_BATCH_PARAMETER not in config.parameters:
+        return True
+    value = config.parameters[RETRY_FAILED_BATCH_PARAMETER].string_value.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ServerError(Code.INVALID_ARG, f"parameter '{RETRY_FAILED_BATCH_PARAMETER}' must be "
+                                        f"true or false, got '{value}'")
+
+
+cdef class NativeRuntime:
+    """A model instance that runs in C++ (made by a native backend's
+    loader). A ModelScheduler takes its C++ runtime over; ``close`` then
+    does nothing, and the runtime goes with the scheduler."""
+
+    def close(self):
+        self.runtime.reset()
+
+    def __repr__(self):
+        return f"<NativeRuntime {self.description}>"
 
 
 cdef class ModelStats:
@@ -238,7 +359,7 @@ cdef list _run_alone(object runtime, list payloads):
 
 cdef void _dispatch(object context, CBatch* batch) noexcept:
     cdef size_t count = batch.requests.size()
-    runtime, input_names = context
+    runtime, input_names, retry = context
     try:
         if count == 1:
             results = runtime.execute([<object>batch.requests[0].payload])
@@ -250,6 +371,8 @@ cdef void _dispatch(object context, CBatch* batch) noexcept:
                     raise whole
                 results = _scatter(whole, payloads)
             except BaseException:
+                if not retry:
+                    raise
                 # The batch failed as a whole: find out which requests did.
                 results = _run_alone(runtime, payloads)
         if len(results) != <Py_ssize_t>count:
@@ -281,34 +404,54 @@ cdef CQueuePolicy _queue_policy(dict policy):
 cdef class ModelScheduler:
     """Schedules requests of one model version onto its instances.
 
-    ``runtimes`` are Python objects with ``execute(payloads) -> results``
-    (one result, or a ServerError, per payload); each gets its own instance
-    thread in the core, which takes the GIL only to call it. Payloads have
-    ``inputs`` (name -> array, whole batch) and ``outputs`` (names).
+    ``runtimes`` are either all NativeRuntime handles (C++ runtimes: the
+    scheduler takes them over, and instance threads never take the GIL) or
+    all Python objects with ``execute(payloads) -> results`` (one result, or
+    a ServerError, per payload), each run on its own instance thread in the
+    core, which takes the GIL only to call it. Payloads have ``inputs``
+    (name -> array, whole request) and ``outputs`` (names); completions
+    carry a dict output name -> array either way.
 
     Without ``batching`` requests run one at a time (direct scheduling).
     With it (a dict: max_batch_size, preferred_batch_sizes,
     max_queue_delay_microseconds, preserve_ordering, priority_levels,
     default_priority_level, default_queue_policy, priority_queue_policy), a
     dynamic batcher forms batches; inputs are gathered into ``pool`` memory
-    in ``input_names`` order, and a runtime sees one payload per batch.
+    in ``input_names`` order. ``retry_failed_batch``: when a batch of several
+    requests fails as a whole, run each alone (see RETRY_FAILED_BATCH_PARAMETER).
     """
 
     def __cinit__(self, list runtimes, CompletionQueue completions, ModelStats stats,
-                  dict batching=None, HostMemoryPool pool=None, tuple input_names=()):
+                  dict batching=None, HostMemoryPool pool=None, tuple input_names=(),
+                  tuple output_names=(), bint retry_failed_batch=True):
         cdef vector[unique_ptr[CModelRuntime]] native
         cdef unique_ptr[CDirectScheduler] direct
         cdef unique_ptr[CDynamicBatcher] dynamic
         cdef CDynamicBatcherConfig config
+        cdef NativeRuntime handle
         self.completions = completions
         self.stats = stats
         self.pool = pool
         self.input_names = input_names
+        self.output_names = output_names
+        self.output_indices = {name: i for i, name in enumerate(output_names)}
         self.batching = batching is not None
-        self.contexts = [(runtime, input_names) for runtime in runtimes]
-        for context in self.contexts:
-            native.push_back(unique_ptr[CModelRuntime](
-                new CCallbackRuntime(_execute_in_python, <void*>context)))
+        self.retry_failed_batch = retry_failed_batch
+        self.native = len(runtimes) > 0 and isinstance(runtimes[0], NativeRuntime)
+        self.contexts = []
+        for runtime in runtimes:
+            if isinstance(runtime, NativeRuntime) != self.native:
+                raise ValueError("a model's instances are all native or all Python runtimes")
+            if self.native:
+                handle = <NativeRuntime>runtime
+                if handle.runtime.get() == NULL:
+                    raise ValueError("native runtime is closed or already scheduled")
+                native.push_back(move(handle.runtime))
+            else:
+                context = (runtime, input_names, retry_failed_batch)
+                self.contexts.append(context)
+                native.push_back(unique_ptr[CModelRuntime](
+                    new CCallbackRuntime(_execute_in_python, <void*>context)))
         if batching is None:
             _check(CDirectScheduler.Create(move(native), completions.queue.get(),
                                            &stats.stats, &direct))
@@ -336,18 +479,21 @@ cdef class ModelScheduler:
         cdef unique_ptr[CInferRequest] request = unique_ptr[CInferRequest](new CInferRequest())
         cdef CInferRequest* r = request.get()
         cdef CStatus status
+        cdef object held = payload
         r.ticket = ticket
         r.batch_size = batch_size
         r.received_ns = received_ns
-        if self.batching:
+        if self.native:
+            held = self._describe_native(r, payload)
+        elif self.batching:
             self._describe_inputs(r, payload)
-        Py_INCREF(payload)
-        r.payload = <void*>payload
+        Py_INCREF(held)
+        r.payload = <void*>held
         # The scheduler's critical section never waits on the GIL, so it is
         # cheaper to keep it than to release it here.
         status = self.scheduler.get().Enqueue(&request)
         if not status.IsOk():
-            Py_DECREF(payload)
+            Py_DECREF(held)
             _check(status)
 
     cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1:
@@ -368,6 +514,49 @@ cdef class ModelScheduler:
             PyBuffer_Release(&view)  # the payload keeps the array alive
             r.inputs[i] = ref
         return 0
+
+    cdef object _describe_native(self, CInferRequest* r, object payload):
+        """Points the request at its input bytes with their shapes and names
+        the outputs it wants; returns what must live until it completes."""
+        cdef Py_buffer view
+        cdef _NativeContext context = _NativeContext()
+        cdef CInputRef* ref
+        context.payload = payload
+        context.output_names = self.output_names
+        context.keepalive = None
+        inputs = payload.inputs
+        r.shape_key = payload.shape_key
+        r.priority = payload.priority
+        r.timeout_us = payload.timeout_us
+        r.inputs.resize(len(self.input_names))
+        for i, name in enumerate(self.input_names):
+            try:
+                array = inputs[name]
+            except KeyError:
+                raise ServerError(Code.INVALID_ARG, f"input '{name}' is missing") from None
+            ref = &r.inputs[i]
+            for dim in array.shape:
+                ref.shape.push_back(dim)
+            if array.dtype.hasobject:
+                # The core's string layout: length-prefixed elements.
+                array = serialize_strings(array)
+                if context.keepalive is None:
+                    context.keepalive = []
+                context.keepalive.append(array)
+            elif not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+                if context.keepalive is None:
+                    context.keepalive = []
+                context.keepalive.append(array)
+            PyObject_GetBuffer(array, &view, PyBUF_SIMPLE)
+            ref.data = view.buf
+            ref.byte_size = view.len
+            PyBuffer_Release(&view)  # the context keeps the bytes alive
+        indices = self.output_indices
+        wanted = sorted({indices[name] for name in payload.outputs if name in indices})
+        for index in wanted:
+            r.requested_outputs.push_back(index)
+        return context
 
     @property
     def inflight(self):

@@ -1,5 +1,9 @@
-"""Backends: one module per platform, each with ``load(...)`` returning a
-runtime that has ``execute(payloads) -> results`` and ``close()``.
+"""Backends: one module per platform. A native backend's module has
+``load_native(config, model_path, instance, device_id, pool)`` returning a
+``_core.NativeRuntime`` (a C++ runtime: instance threads never take the
+GIL); the others have ``load(config, model_path, instance, device_id)``
+returning a Python runtime with ``execute(payloads) -> results`` and
+``close()``. A module may have both; the native one is used.
 
 Modules are imported lazily, only when a model of their platform loads.
 """
@@ -61,6 +65,12 @@ def backend_for(platform: str) -> ModuleType:
 
 
 def load_runtime(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-                 device_id: int) -> Runtime:
-    """Loads one instance of a model version. Raises on failure."""
-    return backend_for(config.platform).load(config, model_path, instance, device_id)
+                 device_id: int, pool=None) -> Runtime:
+    """Loads one instance of a model version; ``pool`` is the core's
+    HostMemoryPool that native runtimes allocate their outputs from. Raises
+    on failure."""
+    module = backend_for(config.platform)
+    load_native = getattr(module, "load_native", None)
+    if load_native is not None and pool is not None:
+        return load_native(config, model_path, instance, device_id, pool)
+    return module.load(config, model_path, instance, device_id)

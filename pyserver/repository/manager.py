@@ -260,10 +260,13 @@ class RepositoryManager:
                 devices = list(group.gpus) if group.kind == mc.ModelInstanceGroup.KIND_GPU else [-1]
                 for device in devices:
                     for _ in range(group.count):
-                        entry.runtimes.append(load_runtime(config, model_file, group, device))
+                        entry.runtimes.append(load_runtime(config, model_file, group, device,
+                                                           self._pool))
             entry.scheduler = _core.ModelScheduler(
                 entry.runtimes, self._completions, entry.stats, batching=_batching(config),
-                pool=self._pool, input_names=tuple(i.name for i in config.input))
+                pool=self._pool, input_names=tuple(i.name for i in config.input),
+                output_names=tuple(o.name for o in config.output),
+                retry_failed_batch=_core.retry_failed_batch(config))
         except Exception as exc:
             reason = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
             log.error("%s version %d failed to load: %s", model.name, version, reason)

@@ -1,4 +1,4 @@
-"""Builds csrc/core_test.cc with the core's sources and runs it."""
+"""Builds the C++ unit tests (csrc/*_test.cc) with the core's sources and runs them."""
 
 import pathlib
 import re
@@ -8,17 +8,17 @@ import subprocess
 import pytest
 
 CSRC = pathlib.Path(__file__).resolve().parents[2] / "csrc"
-CORE_SOURCES = sorted(str(p) for p in CSRC.glob("*.cc") if p.name != "core_test.cc")
+CORE_SOURCES = sorted(str(p) for p in CSRC.glob("*.cc") if not p.name.endswith("_test.cc"))
 
 
-def build(tmp_path: pathlib.Path, *flags: str) -> pathlib.Path:
+def build(tmp_path: pathlib.Path, *flags: str, test: str = "core_test") -> pathlib.Path:
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         pytest.skip("no C++ compiler on PATH (g++ or c++)")
-    binary = tmp_path / "core_test"
+    binary = tmp_path / test
     subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-pthread", "-Wall", "-Wextra", "-Werror",
-                    *flags, f"-I{CSRC}", str(CSRC / "core_test.cc"), *CORE_SOURCES,
-                    "-ldl", "-o", str(binary)], check=True, timeout=180)
+                    *flags, f"-I{CSRC}", str(CSRC / f"{test}.cc"), *CORE_SOURCES,
+                    "-ldl", "-o", str(binary)], check=True, timeout=400)
     return binary
 
 
@@ -51,3 +51,12 @@ def test_cuda_stream_copies_through_device_memory(core_test):
         pytest.skip(skipped.group(1))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 0 failed" in result.stdout
+
+
+def test_native_runtime_unit_tests_pass_under_sanitizers(tmp_path):
+    binary = build(tmp_path, "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                   test="native_runtime_test")
+    result = run(binary)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^\d+ passed, 0 failed", result.stdout, re.M), result.stdout
+    assert "runtime error" not in result.stderr
