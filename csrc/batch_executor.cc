@@ -40,7 +40,9 @@ void ExecuteBatch(ModelRuntime* runtime, HostMemoryPool* pool, Batch* batch) {
   const uint64_t start = MonotonicNs();
   for (InferRequest* request : batch->requests) request->compute_start_ns = start;
   Status gathered = Status::Success();
-  if (batch->requests.size() > 1 && pool != nullptr) gathered = Gather(pool, batch);
+  if (batch->requests.size() > 1 && pool != nullptr && runtime->WantsGatheredInputs()) {
+    gathered = Gather(pool, batch);
+  }
   if (gathered.IsOk()) {
     runtime->Execute(batch);
   } else {

@@ -31,6 +31,11 @@ class ModelRuntime {
   // keeps ownership of the batch; the runtime may take (move out) its
   // gathered buffers.
   virtual void Execute(Batch* batch) = 0;
+
+  // Whether a batch of several requests should arrive with its inputs
+  // gathered into `Batch::gathered`. Runtimes that hand the requests over
+  // one by one (Python models) say no and save the copy. Constant.
+  virtual bool WantsGatheredInputs() const { return true; }
 };
 
 }  // namespace pyserver

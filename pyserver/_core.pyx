@@ -573,3 +573,4 @@ cdef class ModelScheduler:
             with nogil:
                 self.scheduler.get().Stop()
             self.scheduler.reset()
+include "_python_stub.pxi"

@@ -57,6 +57,8 @@ class TritonPythonModel:
                 raise pb_utils.TritonModelException("negative input is not allowed")
             if first == 13:
                 os._exit(3)
+            if first == 9:
+                os.kill(os.getpid(), 9)
             if first == 99:
                 responses.append(pb_utils.InferenceResponse(
                     error=pb_utils.TritonError("99 is refused", pb_utils.TritonError.INVALID_ARG)))

@@ -8,14 +8,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from backend_helpers import Payload, platform_config, serve, write_version
-from conftest import Code, ServerProcess, assert_error, get_status, infer, request_header
+from backend_helpers import platform_config, serve, write_version
+from conftest import (Code, ServerProcess, assert_error, free_ports, get_status, http_request,
+                      infer, request_header)
 from pyserver.backends import python as python_backend
 from pyserver.backends.python import triton_python_backend_utils as pb_utils
 from pyserver.examples import python_models
@@ -222,21 +226,126 @@ def test_responses_and_errors():
         pb_utils.InferenceRequest().exec()
 
 
-def test_runtime_restarts_a_dead_stub_in_process(tmp_path):
-    from google.protobuf import text_format
-    model_file = tmp_path / "flaky" / "1" / "model.py"
-    model_file.parent.mkdir(parents=True)
-    model_file.write_text(python_models.FLAKY)
-    config = config_module.normalize(text_format.Parse(
-        platform_config("flaky", "python", 8, *FLAKY_IO), mc.ModelConfig()))
-    runtime = python_backend.load(config, model_file, config.instance_group[0], -1)
+def stub_pids(port: int) -> set[int]:
+    header = request_header(1, ["INPUT0"], ["PID"])
+
+    def pid(i):
+        status, headers, body = infer(port, "pids", header, np.zeros(1, np.float32).tobytes())
+        assert status == 200, body
+        return int(np.frombuffer(body[:8], np.int64)[0])
+
+    with ThreadPoolExecutor(8) as pool:
+        return set(pool.map(pid, range(64)))
+
+
+def test_a_stub_killed_while_idle_is_restarted_before_the_next_request(server):
+    before = stub_pids(server.port)
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    # Every request after the kill is answered by a new process.
+    after = stub_pids(server.port)
+    assert not before & after
+    assert len(after) == 2
+
+
+def test_a_stub_killed_by_a_signal_fails_its_request_naming_the_signal(server):
+    assert_error(flaky(server.port, 9), Code.INTERNAL, "signal 9 (SIGKILL)")
+    assert flaky(server.port, 5)[0] == 200
+
+
+def test_a_stub_that_exits_fails_its_request_naming_the_exit_code(server):
+    assert_error(flaky(server.port, 13), Code.INTERNAL, "exited with code 3")
+    assert flaky(server.port, 6)[0] == 200
+
+
+# A model that records every request it runs, then raises when one of the
+# batch is negative.
+RECORDING = '''\
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.log = os.path.join(args["model_repository"], "runs.log")
+
+    def execute(self, requests):
+        values = [float(pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy().reshape(-1)[0])
+                  for r in requests]
+        with open(self.log, "a") as log:
+            log.write("".join(f"{v}\\n" for v in values))
+        if min(values) < 0:
+            raise pb_utils.TritonModelException("negative input is not allowed")
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() * 2)])
+            for r in requests]
+'''
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recording") / "store"
+    batching = "dynamic_batching { max_queue_delay_microseconds: 200000 preferred_batch_size: [ 4 ] }"
+    for name, retry in (("retry_each", "true"), ("run_once", "false")):
+        extra = (f'{batching} parameters {{ key: "retry_failed_batch_per_request" '
+                 f'value {{ string_value: "{retry}" }} }}')
+        write_version(root, name, platform_config(name, "python", 8, *FLAKY_IO, extra),
+                      {"model.py": RECORDING})
+    process = ServerProcess(root, workdir=tmp_path_factory.mktemp("recording-server"))
+    yield root, process
+    assert process.stop() == 0, process.log_text()
+
+
+def batch_of_four(port: int, model: str) -> list[int]:
+    header = request_header(1, ["INPUT0"], ["OUTPUT0"])
+
+    def call(value):
+        return infer(port, model, header, np.full(4, value, np.float32).tobytes())[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(call, [1.0, 2.0, -3.0, 4.0]))
+
+
+def test_a_failed_batch_reruns_each_request_alone_when_the_model_allows(recording):
+    root, server = recording
+    statuses = batch_of_four(server.port, "retry_each")
+    assert statuses == [200, 200, 400, 200]
+
+
+def test_a_failed_batch_never_runs_a_request_twice_when_retry_is_off(recording):
+    root, server = recording
+    batch_of_four(server.port, "run_once")
+    runs = (root / "run_once" / "runs.log").read_text().split()
+    assert sorted(runs) == sorted(set(runs))  # no request ran twice
+
+
+# A folder like the repository root: a `pyserver/` that is not the package.
+def test_stubs_never_import_from_the_servers_working_directory(models, tmp_path):
+    decoy = tmp_path / "pyserver"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('imported from the working directory')\n")
+    console_script = os.path.join(os.path.dirname(sys.executable), "pyserver")
+    if not os.path.exists(console_script):
+        pytest.skip("the pyserver console script is not installed beside this interpreter")
+    ports = free_ports(3)
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [console_script, f"--model-store={models}", "--http-address=127.0.0.1",
+         f"--http-port={ports[0]}", "--grpc-address=127.0.0.1", f"--grpc-port={ports[1]}",
+         "--metrics-address=127.0.0.1", f"--metrics-port={ports[2]}", "--exit-on-error=false"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        big = np.full((8, 4), 5, np.float32)
-        (result,) = runtime.execute([Payload({"INPUT0": big}, ["OUTPUT0"])])
-        np.testing.assert_array_equal(result["OUTPUT0"], big * 2)
-        os.kill(runtime._stub.process.pid, 9)
-        runtime._stub.process.wait()
-        (result,) = runtime.execute([Payload({"INPUT0": big}, ["OUTPUT0"])])
-        np.testing.assert_array_equal(result["OUTPUT0"], big * 2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if http_request(ports[0], "GET", "/api/health/live", timeout=1.0)[0] in (200, 400):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert flaky(ports[0], 1)[0] == 200, (tmp_path / "server.log").read_text()
     finally:
-        runtime.close()
+        proc.terminate()
+        proc.wait(30)
+        log.close()
