@@ -50,12 +50,33 @@ def internal(message: str) -> ServerError:
     return ServerError(Code.INTERNAL, message)
 
 
+# -- the one table from codes to transport statuses ---------------------------
+
 # v1 HTTP answers 200 only on SUCCESS and 400 for every other code
 # (reference/v1-protocol-facts.md §2.3).
 def v1_http_status(code: Code) -> int:
     return 200 if code == Code.SUCCESS else 400
 
 
+# v2 HTTP: Triton's mapping of error codes to HTTP statuses (http_server.cc).
+_V2_HTTP = {Code.SUCCESS: 200, Code.INTERNAL: 500, Code.NOT_FOUND: 404, Code.UNAVAILABLE: 503,
+            Code.UNSUPPORTED: 501}
+
+
+def v2_http_status(code: Code) -> int:
+    return _V2_HTTP.get(code, 400)
+
+
+# v2 gRPC: the status code of a failed RPC (names of grpc.StatusCode).
 # v1 gRPC answers every RPC with gRPC status OK and carries the code in the
-# response's request_status (facts §3); only grpc itself answers otherwise
-# (an oversized message, a stopping server), so there is no gRPC table here.
+# response's request_status (facts §3), so it needs no table.
+_V2_GRPC = {Code.SUCCESS: "OK", Code.UNKNOWN: "UNKNOWN", Code.INTERNAL: "INTERNAL",
+            Code.NOT_FOUND: "NOT_FOUND", Code.INVALID_ARG: "INVALID_ARGUMENT",
+            Code.UNAVAILABLE: "UNAVAILABLE", Code.UNSUPPORTED: "UNIMPLEMENTED",
+            Code.ALREADY_EXISTS: "ALREADY_EXISTS"}
+
+
+def grpc_status(code: Code):
+    """The grpc.StatusCode of ``code``."""
+    import grpc  # not needed by the in-process API
+    return grpc.StatusCode[_V2_GRPC.get(code, "UNKNOWN")]

@@ -1,9 +1,12 @@
 """The protocol-neutral server API that every front end speaks to.
 
-Front ends resolve a model version, build a payload and ``submit`` it; the
-C++ core schedules it onto an instance, and the completion comes back on the
-event loop through the completion queue's file descriptor, where the
-caller's callback runs.
+Front ends translate their wire format into an InferenceRequest and call
+``infer``; the server resolves the model version, validates the request
+(pyserver.api.plan), builds the core payload and submits it. The C++ core
+schedules it onto an instance, the completion comes back on the event loop
+through the completion queue's file descriptor, and the caller's callback
+gets an InferenceResponse. Status, statistics, the repository index and
+model control sit beside it; none of it knows a protocol.
 """
 
 from __future__ import annotations
@@ -15,17 +18,25 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from pyserver import _core, __version__
-from pyserver.errors import Code, ServerError, unavailable
-from pyserver.repository.manager import LATEST, ModelVersion, RepositoryManager
+from pyserver.api import datatypes
+from pyserver.api.plan import InferPlan, plan_for, rejected_batch_size
+from pyserver.api.request import LATEST, InferenceRequest
+from pyserver.api.response import InferenceResponse
+from pyserver.api.status import (IndexEntry, ModelMetadata, ModelStatus, TensorMetadata,
+                                 VersionStatus)
+from pyserver.errors import Code, ServerError, internal, not_found, unavailable
+from pyserver.protos import model_config_pb2 as mc
+from pyserver.protos import server_status_pb2 as ss
+from pyserver.repository import config as cfg
+from pyserver.repository.manager import ModelVersion, RepositoryManager
 
 log = logging.getLogger("pyserver")
 
-# on_done(code, message, result, timings): result is what the runtime
-# returned (None on failure); timings are core-clock nanoseconds.
-DoneCallback = Callable[[int, str, Any, tuple], None]
+# on_done(response): runs on the event loop once the request is answered.
+DoneCallback = Callable[[InferenceResponse], None]
 
 
 class ServerState(enum.IntEnum):
@@ -71,7 +82,7 @@ class InferenceServer:
         self.repository = RepositoryManager(options.model_store, self._completions,
                                             self.memory_pool, options.gpu_count)
         self._tickets = itertools.count(1)
-        self._pending: dict[int, DoneCallback] = {}
+        self._pending: dict[int, _Call] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_ids = itertools.count(1)
 
@@ -159,45 +170,202 @@ class InferenceServer:
                               else "Server exiting")
         return self.repository.resolve(model, version)
 
-    def submit(self, version: ModelVersion, batch_size: int, payload: Any,
-               received_ns: int, on_done: DoneCallback) -> None:
-        """Queues a request; ``on_done`` runs on the event loop when it
-        finishes. Raises ServerError if the scheduler refuses it."""
-        ticket = next(self._tickets)
-        self._pending[ticket] = on_done
+    def infer(self, request: InferenceRequest, on_done: DoneCallback) -> None:
+        """Runs ``request``; ``on_done(response)`` runs on the event loop
+        with the InferenceResponse: later for an accepted request, before
+        ``infer`` returns for a refused one. Never raises for a bad
+        request: every failure is the response's error."""
+        received = _core.monotonic_ns()
+        version = None
         try:
-            version.scheduler.enqueue(ticket, batch_size, received_ns, payload)
-        except ServerError:
-            del self._pending[ticket]
-            raise
+            version = self.resolve(request.model, request.version)
+            plan = plan_for(version, request)
+            payload = plan.payload(request)
+            ticket = next(self._tickets)
+            self._pending[ticket] = _Call(plan, request, on_done)
+            try:
+                version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
+            except BaseException:
+                del self._pending[ticket]
+                raise
+            return
+        except ServerError as exc:
+            error = exc
+        except Exception:  # a fault of ours: the client learns only that
+            log.exception("inference request for '%s' failed", request.model)
+            error = internal("internal error")
+        if version is not None:
+            version.stats.record_rejected(rejected_batch_size(version, request),
+                                          _core.monotonic_ns() - received)
+        on_done(InferenceResponse.failure(request.model, version.version if version else 0,
+                                          request.id, error))
 
-    async def infer(self, version: ModelVersion, batch_size: int, payload: Any,
-                    received_ns: int) -> tuple[Any, tuple]:
-        """``submit`` for coroutines: returns (result, timings) or raises."""
+    async def infer_async(self, request: InferenceRequest) -> InferenceResponse:
+        """``infer`` for coroutines on the server's event loop."""
         future = asyncio.get_running_loop().create_future()
-
-        def done(code: int, message: str, result: Any, timings: tuple) -> None:
-            if future.done():
-                return
-            if code == Code.SUCCESS:
-                future.set_result((result, timings))
-            else:
-                future.set_exception(ServerError(code, message))
-
-        self.submit(version, batch_size, payload, received_ns, done)
+        self.infer(request, _FutureCallback(future).done)
         return await future
-
-    def record_rejected(self, version: ModelVersion, batch_size: int, received_ns: int) -> None:
-        """Counts a request that failed before it reached the scheduler."""
-        version.stats.record_rejected(batch_size, _core.monotonic_ns() - received_ns)
 
     def _drain(self) -> None:
         pending = self._pending
         for ticket, code, message, result, timings in self._completions.drain():
-            callback = pending.pop(ticket, None)
-            if callback is None:
+            call = pending.pop(ticket, None)
+            if call is None:
                 continue
+            request = call.request
+            if code == Code.SUCCESS:
+                try:
+                    response = call.plan.response(request, result)
+                except ServerError as exc:
+                    response = self._failure(call, exc)
+                except Exception:
+                    log.exception("building the response of '%s' failed", request.model)
+                    response = self._failure(call, internal("internal error"))
+            else:
+                response = self._failure(call, ServerError(code, message))
             try:
-                callback(code, message, result, timings)
+                call.on_done(response)
             except Exception:  # a broken callback must not stop other completions
                 log.exception("completion callback failed")
+
+    @staticmethod
+    def _failure(call: "_Call", error: ServerError) -> InferenceResponse:
+        version = call.plan.version
+        return InferenceResponse(version.name, version.version, call.request.id, [], error,
+                                 call.plan.batch_size, call.plan.batched, call.plan.cache)
+
+    # -- models -------------------------------------------------------------------
+
+    def model_ready(self, model: str, version: int = LATEST) -> bool:
+        """Whether ``model`` (that version, or any) is READY to serve."""
+        try:
+            self.repository.resolve(model, version)
+        except ServerError:
+            return False
+        return self.state == ServerState.READY
+
+    def model_config(self, model: str, version: int = LATEST) -> mc.ModelConfig:
+        """The normalised config of a ready version. Raises ServerError
+        (NOT_FOUND, UNAVAILABLE)."""
+        return self.repository.resolve(model, version).config
+
+    def model_metadata(self, model: str, version: int = LATEST) -> ModelMetadata:
+        """Inputs, outputs and ready versions of a ready model. Raises
+        ServerError (NOT_FOUND, UNAVAILABLE)."""
+        entry = self.repository.resolve(model, version)
+        config = entry.config
+        prefix = [-1] if config.max_batch_size > 0 else []
+        found = self.repository.models.get(model)
+        versions = [n for n, v in sorted(found.versions.items())
+                    if v.state == ss.MODEL_READY] if found is not None else []
+        return ModelMetadata(
+            model, versions or [entry.version], config.platform or config.backend,
+            [TensorMetadata(i.name, datatypes.NAMES[i.data_type], prefix + list(i.dims))
+             for i in config.input],
+            [TensorMetadata(o.name, datatypes.NAMES[o.data_type], prefix + list(o.dims))
+             for o in config.output])
+
+    def model_status(self, model: str = "") -> list[ModelStatus]:
+        """Every model of the store as last scanned (or only ``model``),
+        with every version. Raises ServerError(NOT_FOUND) for an unknown
+        ``model``."""
+        models = self.repository.models
+        if model:
+            found = models.get(model)
+            if found is None:
+                raise not_found(f"no status available for unknown model '{model}'")
+            chosen = [(model, found)]
+        else:
+            chosen = list(models.items())
+        out = []
+        for name, entry in chosen:
+            if entry.config is None:
+                try:
+                    numbers = cfg.versions_on_disk(entry.path)
+                except OSError:
+                    numbers = []
+                versions = [VersionStatus(name, n, "UNAVAILABLE", entry.error) for n in numbers]
+            else:
+                versions = [_version_status(name, n, v)
+                            for n, v in list(entry.versions.items())]
+            out.append(ModelStatus(name, entry.config, entry.error, versions))
+        return out
+
+    def statistics(self, model: str = "", version: int = 0) -> list[VersionStatus]:
+        """Counters of every ready version, of one model's ready versions,
+        or of one version (whatever its state). Raises ServerError(NOT_FOUND)
+        for an unknown model or version."""
+        models = self.repository.models
+        if model and model not in models:
+            raise not_found(f"requested model '{model}' is not found")
+        out = []
+        for name, entry in sorted(models.items()):
+            if model and name != model:
+                continue
+            for number, v in sorted(entry.versions.items()):
+                if version and number != version:
+                    continue
+                if v.state != ss.MODEL_READY and not (model and version):
+                    continue
+                out.append(_version_status(name, number, v))
+        if model and version and not out:
+            raise not_found(f"requested model '{model}' version {version} is not found")
+        return out
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """Every model folder of the store and every loaded model, sorted by
+        name: one entry per version, or one for a model with none."""
+        out = []
+        repository = self.repository
+        for name, loaded in repository.index():
+            model = repository.models.get(name)
+            if model is None or not model.versions:
+                if not ready_only:
+                    error = model.error if model is not None else ""
+                    out.append(IndexEntry(name, None, "UNAVAILABLE" if error else None, error,
+                                          loaded))
+                continue
+            for number, v in sorted(model.versions.items()):
+                if ready_only and v.state != ss.MODEL_READY:
+                    continue
+                out.append(IndexEntry(name, number, _STATE_NAMES.get(v.state, "UNKNOWN"),
+                                      v.reason, loaded))
+        return out
+
+
+class _Call:
+    """An accepted request waiting for its completion."""
+
+    __slots__ = ("plan", "request", "on_done")
+
+    def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback) -> None:
+        self.plan = plan
+        self.request = request
+        self.on_done = on_done
+
+
+class _FutureCallback:
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def done(self, response: InferenceResponse) -> None:
+        if not self.future.done():
+            self.future.set_result(response)
+
+
+_STATE_NAMES = {ss.MODEL_READY: "READY", ss.MODEL_LOADING: "LOADING",
+                ss.MODEL_UNLOADING: "UNLOADING", ss.MODEL_UNAVAILABLE: "UNAVAILABLE"}
+
+
+def _version_status(name: str, number: int, version: ModelVersion) -> VersionStatus:
+    snapshot = version.stats.snapshot()
+    last_ms = 0
+    if snapshot["last_inference_ns"]:
+        age_ns = _core.monotonic_ns() - snapshot["last_inference_ns"]
+        last_ms = (time.time_ns() - age_ns) // 1_000_000
+    return VersionStatus(name, number, _STATE_NAMES.get(version.state, "UNKNOWN"),
+                         version.reason, snapshot["execution_count"],
+                         snapshot["inference_count"], last_ms,
+                         dict(snapshot["by_batch_size"]))

@@ -6,20 +6,20 @@ response's ``request_status``, as v1 did; only grpc itself answers non-OK
 return serialized messages, so that a malformed request is answered with a
 v1 INVALID_ARG and the response of Infer can be written straight to wire
 bytes (protocol.v1_grpc). Inference goes through the same server API as
-HTTP: ``resolve``, a plan, ``submit``; so does model control
-(``load_model`` / ``unload_model``, explicit mode only).
+HTTP: the server API's ``infer``; so does model control (``load_model`` /
+``unload_model``, explicit mode only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 import grpc
 
-from pyserver import _core
-from pyserver.errors import Code, ServerError, invalid_arg
+from pyserver.api.response import InferenceResponse
+from pyserver.errors import Code, ServerError, internal, invalid_arg
 from pyserver.protocol import v1_grpc, v1_infer, v1_status
 from pyserver.protos import grpc_service_pb2 as gs
 from pyserver.server import InferenceServer, ServerState
@@ -38,6 +38,7 @@ class V1GrpcService:
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
         self.status = v1_grpc.StatusEncoder(server.id)
+        self._templates = v1_infer.TemplateCache()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The handler to register with a grpc.aio server: bytes in, bytes out."""
@@ -158,45 +159,24 @@ class V1GrpcService:
         """Starts one InferRequest; the future's result is the serialized
         InferResponse (failures included). Cancelling the future drops the
         answer, never the request already accepted by the core."""
-        received = _core.monotonic_ns()
-        server = self.server
         future = asyncio.get_running_loop().create_future()
-        version = None
         request_id = 0
-        batch_size = 1
         try:
             request = v1_grpc.parse(gs.InferRequest, data)
             header = request.meta_data
             request_id = header.id
-            batch_size = max(header.batch_size, 1)
-            version = server.resolve(request.model_name, request.model_version)
-            plan = v1_grpc.plan_for(version, header)
-            payload = plan.payload_from_raw(request.raw_input)
-            server.submit(version, plan.batch_size, payload, received,
-                          self._on_done(future, plan, request_id))
+            template = self._templates.from_header(header)
+            inference = template.request(request.model_name, request.model_version, request_id,
+                                         request.raw_input)
         except ServerError as exc:
-            if version is not None:
-                server.record_rejected(version, batch_size, received)
             future.set_result(self._infer_error(exc, request_id))
-        except Exception as exc:  # a bug of ours: answer INTERNAL, keep serving
+            return future
+        except Exception:  # a bug of ours: answer INTERNAL, keep serving
             log.exception("gRPC infer failed")
-            future.set_result(self._infer_error(v1_infer.error_of(exc), request_id))
+            future.set_result(self._infer_error(internal("internal error"), request_id))
+            return future
+        self.server.infer(inference, _InferAnswer(self, future, request_id).done)
         return future
-
-    def _on_done(self, future: asyncio.Future, plan: v1_infer.InferPlan,
-                 request_id: int) -> Callable:
-        def done(code: int, message: str, result, timings: tuple) -> None:
-            if future.done():
-                return
-            if code != Code.SUCCESS:
-                return future.set_result(self._infer_error(ServerError(code, message), request_id))
-            try:
-                response = v1_infer.build_response(plan, result, request_id)
-            except Exception as exc:  # the runtime broke the model's contract, or a bug
-                return future.set_result(self._infer_error(v1_infer.error_of(exc), request_id))
-            status = self.status.success(self.server.next_request_id())
-            future.set_result(v1_grpc.infer_response(status, response.binary, response.raw))
-        return done
 
     def _infer_error(self, exc: ServerError, request_id: int) -> bytes:
         status = self.status.error(exc, self.server.next_request_id())
@@ -207,3 +187,25 @@ class V1GrpcService:
         if exc is None:
             return self.status.message(Code.SUCCESS, "", number)
         return self.status.message(exc.code, exc.message, number)
+
+
+class _InferAnswer:
+    """Resolves the future of one InferRequest with its serialized answer."""
+
+    __slots__ = ("service", "future", "request_id")
+
+    def __init__(self, service: V1GrpcService, future: asyncio.Future, request_id: int) -> None:
+        self.service = service
+        self.future = future
+        self.request_id = request_id
+
+    def done(self, response: InferenceResponse) -> None:
+        future = self.future
+        if future.done():
+            return
+        service = self.service
+        if response.error is not None:
+            return future.set_result(service._infer_error(response.error, self.request_id))
+        result = v1_infer.encode_response(response, self.request_id)
+        status = service.status.success(service.server.next_request_id())
+        future.set_result(v1_grpc.infer_response(status, result.binary, result.raw))

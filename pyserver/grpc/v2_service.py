@@ -3,47 +3,39 @@ Inference Protocol with Triton's extensions), on the same grpc.aio server as
 v1's GRPCService.
 
 Errors are gRPC statuses as Triton gives them (INVALID_ARGUMENT, NOT_FOUND,
-UNAVAILABLE, ...). Inference goes through the same path as every other
-front end: protocol.v2 builds v1's plan and payload, then ``submit``.
+UNAVAILABLE, ...; errors.grpc_status). Inference goes through the same
+server API as every other front end: protocol.v2 translates a
+ModelInferRequest into an InferenceRequest for ``infer``. Messages arrive
+as bytes and are parsed here, so that one that does not parse is an
+INVALID_ARGUMENT (on a stream: an error_message for that message only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import AsyncIterator
 
 import grpc
 from google.protobuf import json_format
 
-from pyserver import _core
-from pyserver.errors import Code, ServerError, invalid_arg
+from pyserver.api.response import InferenceResponse
+from pyserver.errors import Code, ServerError, grpc_status, internal
 from pyserver.protocol import v2
+from pyserver.protocol.messages import parse
 from pyserver.protos import v2_grpc_service_pb2 as pb
 from pyserver.protos import v2_model_config_pb2 as mc2
-from pyserver.repository.manager import LATEST
 from pyserver.server import InferenceServer
+
+log = logging.getLogger("pyserver.grpc")
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 # Requests of one ModelStreamInfer stream that may be in flight at once.
 STREAM_WINDOW = 64
 
-GRPC_CODES = {
-    Code.UNKNOWN: grpc.StatusCode.UNKNOWN,
-    Code.INTERNAL: grpc.StatusCode.INTERNAL,
-    Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Code.INVALID_ARG: grpc.StatusCode.INVALID_ARGUMENT,
-    Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    Code.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
-    Code.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-}
 
-
-def _version(text: str) -> int:
-    if not text:
-        return LATEST
-    if not text.isdigit():
-        raise invalid_arg(f"model version must be a number, got '{text}'")
-    return int(text)
+def _serialize(message) -> bytes:
+    return message.SerializeToString()
 
 
 class V2GrpcService:
@@ -54,15 +46,16 @@ class V2GrpcService:
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         def unary(method, request_type):
-            async def call(request, context):
+            async def call(data: bytes, context):
                 try:
-                    return await method(request)
+                    return await method(parse(request_type, data))
                 except ServerError as exc:
-                    await context.abort(GRPC_CODES.get(exc.code, grpc.StatusCode.UNKNOWN),
-                                        exc.message)
-            return grpc.unary_unary_rpc_method_handler(
-                call, request_deserializer=request_type.FromString,
-                response_serializer=lambda m: m.SerializeToString())
+                    error = exc
+                except Exception:  # a fault of ours: the client learns only that
+                    log.exception("gRPC %s failed", request_type.DESCRIPTOR.name)
+                    error = internal("internal error")
+                await context.abort(grpc_status(error.code), error.message)
+            return grpc.unary_unary_rpc_method_handler(call, response_serializer=_serialize)
 
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
             "ServerLive": unary(self.server_live, pb.ServerLiveRequest),
@@ -72,8 +65,7 @@ class V2GrpcService:
             "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest),
             "ModelInfer": unary(self.model_infer, pb.ModelInferRequest),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-                self.model_stream_infer, request_deserializer=pb.ModelInferRequest.FromString,
-                response_serializer=lambda m: m.SerializeToString()),
+                self.model_stream_infer, response_serializer=_serialize),
             "ModelConfig": unary(self.model_config, pb.ModelConfigRequest),
             "ModelStatistics": unary(self.model_statistics, pb.ModelStatisticsRequest),
             "RepositoryIndex": unary(self.repository_index, pb.RepositoryIndexRequest),
@@ -91,35 +83,33 @@ class V2GrpcService:
         return pb.ServerReadyResponse(ready=self.server.ready)
 
     async def model_ready(self, request):
-        try:
-            self.server.resolve(request.name, _version(request.version))
-            return pb.ModelReadyResponse(ready=True)
-        except ServerError:
-            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.server.model_ready(
+            request.name, v2.parse_version(request.version)))
 
     async def server_metadata(self, request):
         return json_format.ParseDict(v2.server_metadata(self.server), pb.ServerMetadataResponse())
 
     async def model_metadata(self, request):
-        doc = v2.model_metadata(self.server, request.name, _version(request.version))
+        doc = v2.model_metadata(self.server.model_metadata(request.name,
+                                                           v2.parse_version(request.version)))
         return json_format.ParseDict(doc, pb.ModelMetadataResponse())
 
     async def model_config(self, request):
-        config = self.server.repository.resolve(request.name, _version(request.version)).config
+        config = self.server.model_config(request.name, v2.parse_version(request.version))
         # same field numbers: the v1 config is the v2 config's wire form
         return pb.ModelConfigResponse(config=mc2.ModelConfig.FromString(
             config.SerializeToString()))
 
     async def model_statistics(self, request):
-        doc = v2.statistics(self.server, request.name, _version(request.version)
-                            if request.version else 0)
+        doc = v2.statistics(self.server.statistics(
+            request.name, v2.parse_version(request.version) if request.version else 0))
         return json_format.ParseDict(doc, pb.ModelStatisticsResponse(),
                                      ignore_unknown_fields=True)
 
     # -- repository ---------------------------------------------------------------
 
     async def repository_index(self, request):
-        models = v2.repository_index(self.server, request.ready)
+        models = v2.repository_index(self.server.index(request.ready))
         return json_format.ParseDict({"models": models}, pb.RepositoryIndexResponse())
 
     async def repository_load(self, request):
@@ -144,63 +134,89 @@ class V2GrpcService:
 
     # -- inference ----------------------------------------------------------------------
 
-    async def model_infer(self, request):
-        return await self._infer(request)
+    async def model_infer(self, message) -> pb.ModelInferResponse:
+        response = await self._infer(message)
+        if response.error is not None:
+            raise response.error
+        return _infer_response(response, message.id)
 
-    async def _infer(self, message) -> pb.ModelInferResponse:
-        received = _core.monotonic_ns()
-        server = self.server
-        version = None
-        plan = None
+    def _infer(self, message) -> asyncio.Future:
+        """Starts one ModelInferRequest; the future's result is its
+        InferenceResponse (failures included)."""
+        future = asyncio.get_running_loop().create_future()
         try:
-            version = server.resolve(message.model_name, _version(message.model_version))
-            request = v2.request_from_grpc(message)
-            plan = v2.plan_for(version, request)
-            payload = v2.payload(plan, request)
-        except ServerError:
-            if version is not None:
-                server.record_rejected(version, plan.batch_size if plan else 1, received)
-            raise
-        result, _ = await server.infer(version, plan.batch_size, payload, received)
-        doc, parts = v2.build_response(plan, request, result)
-        response = pb.ModelInferResponse(model_name=doc["model_name"],
-                                         model_version=doc["model_version"],
-                                         id=message.id, raw_output_contents=parts)
-        for out in doc["outputs"]:
-            response.outputs.add(name=out["name"], datatype=out["datatype"], shape=out["shape"])
-        return response
+            request = v2.request_from_grpc(message).request
+        except ServerError as exc:
+            future.set_result(InferenceResponse.failure(message.model_name, 0, message.id, exc))
+            return future
+        self.server.infer(request, _FutureAnswer(future).done)
+        return future
 
-    async def model_stream_infer(self, requests: AsyncIterator, context):
-        """Answers the requests of a stream in request order; an error is an
-        error_message on the stream, which stays open. Up to STREAM_WINDOW
-        requests run at once (so a stream can fill the dynamic batcher);
-        beyond that the stream stops reading."""
+    async def model_stream_infer(self, requests: AsyncIterator[bytes], context):
+        """Answers the requests of a stream in request order; an error
+        (a message that does not parse included) is an error_message on
+        the stream, which stays open. Up to STREAM_WINDOW requests run at
+        once (so a stream can fill the dynamic batcher); beyond that the
+        stream stops reading."""
         pending: asyncio.Queue = asyncio.Queue(STREAM_WINDOW)
 
         async def read() -> None:
             try:
-                async for message in requests:
-                    await pending.put(asyncio.ensure_future(self._infer(message)))
+                async for data in requests:
+                    await pending.put(self._start_stream_message(data))
             finally:
                 await pending.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
             while True:
-                task = await pending.get()
-                if task is None:
+                answer = await pending.get()
+                if answer is None:
                     break
-                try:
-                    response = await task
-                except ServerError as exc:
-                    yield pb.ModelStreamInferResponse(error_message=exc.message)
+                message_id, response = await answer
+                if response.error is not None:
+                    yield pb.ModelStreamInferResponse(error_message=response.error.message)
                 else:
-                    yield pb.ModelStreamInferResponse(infer_response=response)
+                    yield pb.ModelStreamInferResponse(
+                        infer_response=_infer_response(response, message_id))
             await reader  # re-raises a failed read
         finally:
             if not reader.done():
                 reader.cancel()
             while not pending.empty():
-                task = pending.get_nowait()
-                if task is not None:
-                    task.cancel()
+                answer = pending.get_nowait()
+                if answer is not None:
+                    answer.cancel()
+
+    def _start_stream_message(self, data: bytes) -> asyncio.Future:
+        """(message id, response future) of one stream message."""
+        try:
+            message = parse(pb.ModelInferRequest, data)
+        except ServerError as exc:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(("", InferenceResponse.failure("", 0, "", exc)))
+            return future
+        return asyncio.ensure_future(self._stream_answer(message))
+
+    async def _stream_answer(self, message) -> tuple[str, InferenceResponse]:
+        return message.id, await self._infer(message)
+
+
+class _FutureAnswer:
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def done(self, response: InferenceResponse) -> None:
+        if not self.future.done():
+            self.future.set_result(response)
+
+
+def _infer_response(response: InferenceResponse, message_id: str) -> pb.ModelInferResponse:
+    out = pb.ModelInferResponse(model_name=response.model, model_version=str(response.version),
+                                id=message_id)
+    for output in response.outputs:
+        out.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        out.raw_output_contents.append(output.to_bytes())
+    return out

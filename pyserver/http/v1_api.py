@@ -11,12 +11,11 @@ import logging
 
 from google.protobuf import text_format
 
-from pyserver import _core
+from pyserver.api.request import LATEST
+from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, invalid_arg, v1_http_status
 from pyserver.http.connection import RequestCycle
 from pyserver.protocol import v1_infer, v1_status
-from pyserver.protos import server_status_pb2 as ss
-from pyserver.repository.manager import LATEST
 from pyserver.server import InferenceServer, ServerState
 
 log = logging.getLogger("pyserver.http")
@@ -33,6 +32,7 @@ class V1HttpApi:
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
         self._status_prefix = f'server_id: "{server.id}" request_id: '
+        self._templates = v1_infer.TemplateCache()
 
     def handle(self, cycle: RequestCycle) -> None:
         path = cycle.path
@@ -113,9 +113,7 @@ class V1HttpApi:
         cycle.respond(200, [self._nv_status(Code.SUCCESS, "")])
 
     def _repository_index(self, cycle: RequestCycle) -> None:
-        index = ss.ModelRepositoryIndex()
-        for name, _ in self.server.repository.index():
-            index.models.add(name=name)
+        index = v1_status.repository_index(self.server)
         fmt = cycle.query_param(b"format")
         if fmt == b"binary":
             body, content_type = index.SerializeToString(), b"application/octet-stream"
@@ -127,38 +125,18 @@ class V1HttpApi:
     # -- infer ----------------------------------------------------------------
 
     def _infer(self, cycle: RequestCycle, route: bytes) -> None:
-        received = _core.monotonic_ns()
-        server = self.server
-        version = None
         request_id = 0
         try:
             raw_header = cycle.header(b"nv-inferrequest")
             if raw_header is None:
                 raise invalid_arg("inference request is missing the NV-InferRequest header")
-            plan_text, request_id = v1_infer.split_request_id(raw_header.decode("utf-8", "replace"))
-            model, version_number = _parse_infer_route(route)
-            version = server.resolve(model, version_number)
-            plan = v1_infer.plan_for(version, plan_text)
-            payload = plan.payload_from_body(cycle.body)
-            binary = cycle.query_param(b"format") == b"binary"
-
-            def done(code: int, message: str, result, timings: tuple) -> None:
-                if code != Code.SUCCESS:
-                    return self._infer_error(cycle, code, message, request_id)
-                try:
-                    response = v1_infer.build_response(plan, result, request_id)
-                except ServerError as exc:
-                    return self._infer_error(cycle, exc.code, exc.message, request_id)
-                response.raw.append(response.binary if binary else response.text.encode())
-                cycle.respond(200, [_OCTET, self._nv_status(Code.SUCCESS, ""),
-                                    (b"nv-inferresponse", response.one_line.encode())],
-                              b"".join(response.raw))
-
-            server.submit(version, plan.batch_size, payload, received, done)
+            template, request_id = self._templates.from_text(raw_header.decode("utf-8",
+                                                                               "replace"))
+            model, version = _parse_infer_route(route)
         except ServerError as exc:
-            if version is not None:
-                server.record_rejected(version, max(_header_batch_size(cycle), 1), received)
-            self._infer_error(cycle, exc.code, exc.message, request_id)
+            return self._infer_error(cycle, exc.code, exc.message, request_id)
+        answer = _InferAnswer(self, cycle, request_id, cycle.query_param(b"format") == b"binary")
+        self.server.infer(template.request(model, version, request_id, cycle.body), answer.done)
 
     def _infer_error(self, cycle: RequestCycle, code: int, message: str, request_id: int) -> None:
         response_header = f"id: {request_id}" if request_id else ""
@@ -187,14 +165,28 @@ def _parse_infer_route(route: bytes) -> tuple[str, int]:
     return model.decode("utf-8", "replace"), int(version)
 
 
-def _header_batch_size(cycle: RequestCycle) -> int:
-    """Best-effort batch size of a refused request, for statistics."""
-    text = cycle.header(b"nv-inferrequest") or b""
-    head, found, rest = text.partition(b"batch_size:")
-    digits = rest.strip().split(b" ", 1)[0] if found else b""
-    return int(digits) if digits.isdigit() else 1
-
-
 def _method_not_allowed(cycle: RequestCycle) -> None:
     cycle.respond(405, [_TEXT], b"method not allowed")
 
+
+
+class _InferAnswer:
+    """Writes the answer of one infer request."""
+
+    __slots__ = ("api", "cycle", "request_id", "binary")
+
+    def __init__(self, api: V1HttpApi, cycle: RequestCycle, request_id: int, binary: bool) -> None:
+        self.api = api
+        self.cycle = cycle
+        self.request_id = request_id
+        self.binary = binary
+
+    def done(self, response: InferenceResponse) -> None:
+        error = response.error
+        if error is not None:
+            return self.api._infer_error(self.cycle, error.code, error.message, self.request_id)
+        result = v1_infer.encode_response(response, self.request_id)
+        result.raw.append(result.binary if self.binary else result.text.encode())
+        self.cycle.respond(200, [_OCTET, self.api._nv_status(Code.SUCCESS, ""),
+                                 (b"nv-inferresponse", result.one_line.encode())],
+                           b"".join(result.raw))

@@ -2,20 +2,23 @@
 binary-tensor, classification, statistics and model-repository extensions.
 
 Errors are JSON ``{"error": "..."}`` with Triton's HTTP statuses
-(protocol.v2.http_status). Inference goes through the same server API as
-v1: ``resolve``, a plan (protocol.v2 builds v1's), ``submit``.
+(errors.v2_http_status). Inference goes through the same server API as
+v1: protocol.v2 translates the body into an InferenceRequest for ``infer``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
-from pyserver import _core
-from pyserver.errors import Code, ServerError, invalid_arg
+from pyserver.api.request import LATEST
+from pyserver.api.response import InferenceResponse
+from pyserver.errors import Code, ServerError, invalid_arg, v2_http_status
 from pyserver.http.connection import RequestCycle
 from pyserver.protocol import v2
-from pyserver.repository.manager import LATEST
 from pyserver.server import InferenceServer
+
+log = logging.getLogger("pyserver.http")
 
 _JSON = (b"content-type", b"application/json")
 _OCTET = (b"content-type", b"application/octet-stream")
@@ -41,14 +44,17 @@ class V2HttpApi:
                 healthy = self.server.live if parts[2] == "live" else self.server.ready
                 return cycle.respond(200 if healthy else 400, [_JSON], b"")
             if parts[1] == "models" and n == 3 and parts[2] == "stats":
-                return self._get(cycle, method, lambda: v2.statistics(self.server))
+                return self._get(cycle, method, lambda: v2.statistics(self.server.statistics()))
             if parts[1] == "models" and n >= 3:
                 return self._model(cycle, method, parts[2], parts[3:])
             if parts[1] == "repository":
                 return self._repository(cycle, method, parts[2:])
         except ServerError as exc:
-            return _error(cycle, v2.http_status(exc.code), exc.message)
-        return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')}")
+            return _error(cycle, v2_http_status(exc.code), exc.message)
+        except Exception:  # a fault of ours: the client learns only that
+            log.exception("v2 HTTP %s failed", cycle.path[:200])
+            return _error(cycle, 500, "internal error")
+        return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')[:200]}")
 
     def _get(self, cycle: RequestCycle, method: bytes, build) -> None:
         if method != b"GET":
@@ -59,29 +65,28 @@ class V2HttpApi:
         version = LATEST
         number = 0
         if len(rest) >= 2 and rest[0] == "versions":
-            if not rest[1].isdigit():
-                raise invalid_arg(f"model version must be a number, got '{rest[1]}'")
-            number = int(rest[1])
+            number = v2.parse_version(rest[1]) if rest[1] else -2
+            if number < 0:
+                raise invalid_arg("model version must be a number, got ''")
             version = number
             rest = rest[2:]
         server = self.server
         if not rest:
-            return self._get(cycle, method, lambda: v2.model_metadata(server, model, version))
+            return self._get(cycle, method,
+                             lambda: v2.model_metadata(server.model_metadata(model, version)))
         if len(rest) == 1:
             action = rest[0]
             if action == "ready":
                 if method != b"GET":
                     return _error(cycle, 405, "method not allowed")
-                try:
-                    server.resolve(model, version)
-                    ready = True
-                except ServerError:
-                    ready = False
-                return cycle.respond(200 if ready else 400, [_JSON], b"")
+                return cycle.respond(200 if server.model_ready(model, version) else 400, [_JSON],
+                                     b"")
             if action == "config":
-                return self._get(cycle, method, lambda: v2.model_config(server, model, version))
+                return self._get(cycle, method,
+                                 lambda: v2.model_config(server.model_config(model, version)))
             if action == "stats":
-                return self._get(cycle, method, lambda: v2.statistics(server, model, number))
+                return self._get(cycle, method,
+                                 lambda: v2.statistics(server.statistics(model, number)))
             if action == "infer":
                 if method != b"POST":
                     return _error(cycle, 405, "method not allowed")
@@ -95,11 +100,15 @@ class V2HttpApi:
             return _error(cycle, 405, "method not allowed")
         body = _json_body(cycle)
         if rest == ["index"]:
-            ready = bool(body.get("ready", False))
-            return cycle.respond(200, [_JSON],
-                                 json.dumps(v2.repository_index(self.server, ready)).encode())
+            ready = body.get("ready", False)
+            if not isinstance(ready, bool):
+                raise invalid_arg("'ready' must be true or false")
+            index = v2.repository_index(self.server.index(ready))
+            return cycle.respond(200, [_JSON], json.dumps(index).encode())
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             params = body.get("parameters") or {}
+            if not isinstance(params, dict):
+                raise invalid_arg("'parameters' must be a JSON object")
             if rest[2] == "load" and any(k == "config" or k.startswith("file:") for k in params):
                 raise ServerError(Code.UNSUPPORTED, "load with a config or file override is "
                                                     "not supported")
@@ -121,36 +130,31 @@ class V2HttpApi:
 
     # -- infer ----------------------------------------------------------------------
 
-    def _infer(self, cycle: RequestCycle, model: str, version_number: int) -> None:
-        received = _core.monotonic_ns()
-        server = self.server
-        version = None
-        plan = None
-        try:
-            version = server.resolve(model, version_number)
-            request = v2.parse_http_body(cycle.body, cycle.header(_HEADER_LENGTH))
-            plan = v2.plan_for(version, request)
-            payload = v2.payload(plan, request)
+    def _infer(self, cycle: RequestCycle, model: str, version: int) -> None:
+        request = v2.parse_http_body(cycle.body, cycle.header(_HEADER_LENGTH), model, version)
+        self.server.infer(request.request, _InferAnswer(cycle, request).done)
 
-            def done(code: int, message: str, result, timings: tuple) -> None:
-                if code != Code.SUCCESS:
-                    return _error(cycle, v2.http_status(code), message)
-                try:
-                    doc, parts = v2.build_response(plan, request, result)
-                except ServerError as exc:
-                    return _error(cycle, v2.http_status(exc.code), exc.message)
-                head = json.dumps(doc).encode()
-                if parts:
-                    cycle.respond(200, [_OCTET, (_HEADER_LENGTH, str(len(head)).encode())],
-                                  b"".join([head, *parts]))
-                else:
-                    cycle.respond(200, [_JSON], head)
 
-            server.submit(version, plan.batch_size, payload, received, done)
-        except ServerError as exc:
-            if version is not None:
-                server.record_rejected(version, plan.batch_size if plan else 1, received)
-            _error(cycle, v2.http_status(exc.code), exc.message)
+class _InferAnswer:
+    """Writes the answer of one infer request."""
+
+    __slots__ = ("cycle", "request")
+
+    def __init__(self, cycle: RequestCycle, request: v2.V2Request) -> None:
+        self.cycle = cycle
+        self.request = request
+
+    def done(self, response: InferenceResponse) -> None:
+        cycle = self.cycle
+        if response.error is not None:
+            return _error(cycle, v2_http_status(response.error.code), response.error.message)
+        doc, parts = v2.encode_response(response, self.request)
+        head = json.dumps(doc).encode()
+        if parts:
+            cycle.respond(200, [_OCTET, (_HEADER_LENGTH, str(len(head)).encode())],
+                          b"".join([head, *parts]))
+        else:
+            cycle.respond(200, [_JSON], head)
 
 
 class HttpRouter:
@@ -170,10 +174,7 @@ class HttpRouter:
 def _json_body(cycle: RequestCycle) -> dict:
     if not cycle.body:
         return {}
-    try:
-        doc = json.loads(bytes(cycle.body))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid_arg(f"failed to parse the request JSON buffer: {exc}") from None
+    doc = v2.load_json(cycle.body)
     if not isinstance(doc, dict):
         raise invalid_arg("request body must be a JSON object")
     return doc

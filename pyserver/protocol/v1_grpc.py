@@ -1,24 +1,20 @@
-"""v1 gRPC translation: InferRequest messages into plans, results into
-InferResponse wire bytes (facts §3).
+"""v1 gRPC translation: InferRequest messages into InferenceRequests (through
+v1_infer's templates, keyed by the serialized header without its id),
+responses into InferResponse wire bytes (facts §3).
 
-No sockets here. Plans are shared with the HTTP front end's cache on the
-model version, keyed by the serialized request header without its id, so
-requests that differ only in their id share one plan. InferResponse is
-written straight to wire bytes: the response header comes serialized from
-``v1_infer.build_response`` (cached per output shape), so it is never
-parsed back into a message on the hot path.
+No sockets here. InferResponse is written straight to wire bytes: the
+response header comes serialized from ``v1_infer.encode_response`` (cached
+per output shape), so it is never parsed back into a message on the hot
+path.
 """
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
-
-from pyserver.errors import Code, ServerError, invalid_arg
-from pyserver.protocol import v1_infer
+from pyserver.errors import Code, ServerError
+from pyserver.protocol.messages import parse  # noqa: F401 (the v1 service parses with it)
 from pyserver.protocol.v1_infer import _varint
 from pyserver.protos import api_pb2
 from pyserver.protos import request_status_pb2 as rs
-from pyserver.repository.manager import ModelVersion
 
 # Field tags of InferResponse: request_status = 1, meta_data = 2,
 # raw_output = 3, all length-delimited.
@@ -29,31 +25,6 @@ _RAW_TAG = b"\x1a"
 _SUCCESS_CODE = b"\x08\x01"
 _SERVER_ID_TAG = b"\x1a"
 _REQUEST_ID_TAG = b"\x20"
-
-
-def parse(message_type, data: bytes):
-    """``data`` as a ``message_type``; ServerError(INVALID_ARG) when it is
-    not a valid serialization of one."""
-    try:
-        return message_type.FromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise invalid_arg(f"malformed {message_type.DESCRIPTOR.name}: {exc}") from None
-
-
-def plan_for(version: ModelVersion, header: api_pb2.InferRequestHeader) -> v1_infer.InferPlan:
-    """The cached plan for ``header`` on ``version``; validated on first use.
-    Clears ``header.id`` (the caller reads it first). Raises
-    ServerError(INVALID_ARG) for a header the model cannot serve."""
-    header.id = 0
-    key = header.SerializeToString()
-    plans = version.plans
-    plan = plans.get(key)
-    if plan is None:
-        plan = v1_infer.build_plan(version, header)
-        if len(plans) >= v1_infer.MAX_CACHED_PLANS:
-            plans.clear()
-        plans[key] = plan
-    return plan
 
 
 class StatusEncoder:

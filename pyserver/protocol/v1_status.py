@@ -1,5 +1,5 @@
 """v1 ServerStatus (the whole server, or one model) and the model
-repository index."""
+repository index, from the server API's status."""
 
 from __future__ import annotations
 
@@ -7,68 +7,61 @@ import time
 
 from google.protobuf import json_format, text_format
 
-from pyserver import _core
-from pyserver.errors import invalid_arg
+from pyserver.api.status import ModelStatus, VersionStatus
+from pyserver.errors import Code, ServerError, invalid_arg
 from pyserver.protos import server_status_pb2 as ss
-from pyserver.repository import config as cfg
-from pyserver.repository.manager import Model, ModelVersion
-from pyserver.server import InferenceServer
+
+_STATES = {"READY": ss.MODEL_READY, "LOADING": ss.MODEL_LOADING,
+           "UNLOADING": ss.MODEL_UNLOADING, "UNAVAILABLE": ss.MODEL_UNAVAILABLE}
 
 
-def server_status(server: InferenceServer, model_name: str = "") -> ss.ServerStatus:
+def server_status(server, model_name: str = "") -> ss.ServerStatus:
     """Raises ServerError(INVALID_ARG) for an unknown ``model_name``."""
     status = ss.ServerStatus(id=server.id, version=server.version,
                              uptime_ns=time.time_ns() - server.start_ns,
                              ready_state=int(server.state))
-    models = server.repository.models
-    if model_name:
-        model = models.get(model_name)
-        if model is None:
-            raise invalid_arg(f"no status available for unknown model '{model_name}'")
-        _fill_model(status.model_status[model_name], model)
-    else:
-        for name, model in list(models.items()):
-            _fill_model(status.model_status[name], model)
+    try:
+        models = server.model_status(model_name)
+    except ServerError as exc:
+        if exc.code == Code.NOT_FOUND:
+            raise invalid_arg(exc.message) from None
+        raise
+    for model in models:
+        _fill_model(status.model_status[model.name], model)
     return status
 
 
-def repository_index(server: InferenceServer) -> ss.ModelRepositoryIndex:
+def repository_index(server) -> ss.ModelRepositoryIndex:
     """Every model folder of the store and every loaded model, sorted by
     name (loaded or not: v1's index has no state)."""
     index = ss.ModelRepositoryIndex()
-    for name, _ in server.repository.index():
+    names = []
+    for entry in server.index():
+        if not names or names[-1] != entry.name:
+            names.append(entry.name)
+    for name in names:
         index.models.add(name=name)
     return index
 
 
-def _fill_model(out: ss.ModelStatus, model: Model) -> None:
+def _fill_model(out: ss.ModelStatus, model: ModelStatus) -> None:
     if model.config is None:
         out.config.name = model.name
-        try:
-            versions = cfg.versions_on_disk(model.path)
-        except OSError:
-            versions = []
-        for version in versions:
-            entry = out.version_status[version]
-            entry.ready_state = ss.MODEL_UNAVAILABLE
-            entry.ready_state_reason.message = model.error
-        return
-    out.config.CopyFrom(model.config)
-    for version, entry in list(model.versions.items()):
-        _fill_version(out.version_status[version], entry)
+    else:
+        out.config.CopyFrom(model.config)
+    for version in model.versions:
+        _fill_version(out.version_status[version.version], version)
 
 
-def _fill_version(out: ss.ModelVersionStatus, version: ModelVersion) -> None:
-    out.ready_state = version.state
+def _fill_version(out: ss.ModelVersionStatus, version: VersionStatus) -> None:
+    out.ready_state = _STATES.get(version.state, ss.MODEL_UNKNOWN)
     if version.reason:
         out.ready_state_reason.message = version.reason
-    snapshot = version.stats.snapshot()
-    out.model_execution_count = snapshot["execution_count"]
-    out.model_inference_count = snapshot["inference_count"]
-    if snapshot["last_inference_ns"]:
-        age_ns = _core.monotonic_ns() - snapshot["last_inference_ns"]
-        out.last_inference_timestamp_milliseconds = (time.time_ns() - age_ns) // 1_000_000
-    for batch_size, s in snapshot["by_batch_size"].items():
+    out.model_execution_count = version.execution_count
+    out.model_inference_count = version.inference_count
+    if version.last_inference_ms:
+        out.last_inference_timestamp_milliseconds = version.last_inference_ms
+    for batch_size, s in version.by_batch_size.items():
         stats = out.infer_stats[batch_size]
         stats.success.count, stats.success.total_time_ns = s["success_count"], s["success_ns"]
         stats.failed.count, stats.failed.total_time_ns = s["failed_count"], s["failed_ns"]

@@ -1,11 +1,13 @@
 """v1 gRPC translation (pyserver.protocol.v1_grpc), without sockets:
-plans from InferRequest headers, and InferResponse bytes written by hand
-that protobuf must read back exactly."""
+server API plans from InferRequest headers, and InferResponse bytes written
+by hand that protobuf must read back exactly."""
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from pyserver.api import plan as api_plan
+from pyserver.api.request import LATEST
 from pyserver.errors import Code, ServerError
 from pyserver.protocol import v1_grpc, v1_infer
 from pyserver.protos import api_pb2
@@ -38,17 +40,25 @@ def header(request_id: int = 0, batch_size: int = 2) -> api_pb2.InferRequestHead
     return h
 
 
+def request_of(h: api_pb2.InferRequestHeader, raw=()):
+    return v1_infer.TemplateCache().from_header(h).request("m", LATEST, 0, list(raw))
+
+
+def plan_for(v: ModelVersion, h: api_pb2.InferRequestHeader) -> api_plan.InferPlan:
+    return api_plan.plan_for(v, request_of(h))
+
+
 def test_requests_differing_only_in_id_share_a_plan():
     v = version()
     first, second = header(request_id=1), header(request_id=2)
-    assert v1_grpc.plan_for(v, first) is v1_grpc.plan_for(v, second)
+    assert plan_for(v, first) is plan_for(v, second)
     assert first.id == 0 and second.id == 0
 
 
 def test_plan_for_a_bad_header_is_invalid_arg():
     bad = header(batch_size=5)
     with pytest.raises(ServerError) as info:
-        v1_grpc.plan_for(version(), bad)
+        plan_for(version(), bad)
     assert info.value.code == Code.INVALID_ARG
 
 
@@ -67,10 +77,11 @@ def test_success_status_bytes_are_a_request_status():
 
 def test_infer_response_reads_back_with_raw_outputs_aligned():
     v = version()
-    plan = v1_grpc.plan_for(v, header())
+    request = request_of(header())
+    plan = api_plan.plan_for(v, request)
     p = np.arange(6, dtype=np.float32).reshape(2, 3)
     q = np.array([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]], np.float32)
-    result = v1_infer.build_response(plan, {"P": p, "Q": q}, request_id=99)
+    result = v1_infer.encode_response(plan.response(request, {"P": p, "Q": q}), request_id=99)
     status = v1_grpc.StatusEncoder("s").success(5)
     response = gs.InferResponse.FromString(v1_grpc.infer_response(status, result.binary,
                                                                   result.raw))

@@ -1,9 +1,13 @@
-"""v1 request plans and responses, without sockets or runtimes."""
+"""v1 requests through the server API's plans, and v1 responses, without
+sockets or runtimes: NV-InferRequest text -> template -> InferenceRequest
+-> plan (pyserver.api.plan), and InferenceResponse -> InferResponseHeader."""
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from pyserver.api import plan as api_plan
+from pyserver.api.request import LATEST
 from pyserver.errors import Code, ServerError
 from pyserver.protocol import v1_infer
 from pyserver.protos import api_pb2
@@ -33,6 +37,17 @@ def header(batch_size: int = 2, extra: str = "") -> str:
             f'input {{ name: "V" dims: [ 5 ] }} output {{ name: "P" }} {extra}')
 
 
+def request_of(text: str, body=b"", request_id: int = 0):
+    template, _ = v1_infer.TemplateCache().from_text(text)
+    return template.request("m", LATEST, request_id, body)
+
+
+def plan_for(v: ModelVersion, text: str) -> api_plan.InferPlan:
+    """The server API's plan of a v1 header text (a fresh template cache
+    each time: plans are cached on the model version)."""
+    return api_plan.plan_for(v, request_of(text))
+
+
 def code_of(call) -> Code:
     with pytest.raises(ServerError) as info:
         call()
@@ -41,7 +56,7 @@ def code_of(call) -> Code:
 
 def test_plan_is_cached_per_header_text():
     v = version()
-    assert v1_infer.plan_for(v, header()) is v1_infer.plan_for(v, header())
+    assert plan_for(v, header()) is plan_for(v, header())
 
 
 def test_requests_differing_only_in_id_share_a_plan():
@@ -49,7 +64,7 @@ def test_requests_differing_only_in_id_share_a_plan():
     first, id_first = v1_infer.split_request_id(header(extra="id: 1 flags: 0"))
     second, id_second = v1_infer.split_request_id(header(extra="id: 2 flags: 0"))
     assert (id_first, id_second) == (1, 2)
-    assert v1_infer.plan_for(v, first) is v1_infer.plan_for(v, second)
+    assert plan_for(v, first) is plan_for(v, second)
 
 
 def test_id_inside_a_quoted_name_is_not_taken_for_the_request_id():
@@ -58,7 +73,7 @@ def test_id_inside_a_quoted_name_is_not_taken_for_the_request_id():
 
 
 def test_plan_computes_shapes_with_batch_dimension():
-    plan = v1_infer.plan_for(version(), header(batch_size=2))
+    plan = plan_for(version(), header(batch_size=2))
     shapes = {i.name: i.shape for i in plan.inputs}
     assert shapes == {"A": (2, 2, 3), "S": (2, 2), "V": (2, 5)}
     assert [i.byte_size for i in plan.inputs] == [48, 20, 40]
@@ -66,64 +81,67 @@ def test_plan_computes_shapes_with_batch_dimension():
 
 def test_variable_dims_require_request_dims():
     text = 'batch_size: 1 input { name: "A" } input { name: "S" batch_byte_size: 8 } input { name: "V" }'
-    assert code_of(lambda: v1_infer.plan_for(version(), text)) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), text)) == Code.INVALID_ARG
 
 
 def test_request_dims_must_match_config():
     text = header().replace('input { name: "A" }', 'input { name: "A" dims: [ 3, 2 ] }')
-    assert code_of(lambda: v1_infer.plan_for(version(), text)) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), text)) == Code.INVALID_ARG
 
 
 def test_batch_size_above_max_is_refused():
-    assert code_of(lambda: v1_infer.plan_for(version(), header(batch_size=5))) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), header(batch_size=5))) == Code.INVALID_ARG
 
 
 def test_batch_size_zero_is_refused():
-    assert code_of(lambda: v1_infer.plan_for(version(), header(batch_size=0))) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), header(batch_size=0))) == Code.INVALID_ARG
 
 
 def test_wrong_batch_byte_size_is_refused():
     text = header().replace('input { name: "A" }', 'input { name: "A" batch_byte_size: 7 }')
-    assert code_of(lambda: v1_infer.plan_for(version(), text)) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), text)) == Code.INVALID_ARG
 
 
 def test_string_input_needs_batch_byte_size():
     text = header().replace(" batch_byte_size: 20", "")
-    assert code_of(lambda: v1_infer.plan_for(version(), text)) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), text)) == Code.INVALID_ARG
 
 
 def test_classification_of_fp16_is_refused():
     text = header(extra='output { name: "H" cls { count: 1 } }')
-    assert code_of(lambda: v1_infer.plan_for(version(), text)) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), text)) == Code.INVALID_ARG
 
 
 def test_malformed_header_is_invalid_arg():
-    assert code_of(lambda: v1_infer.plan_for(version(), "batch_size: {")) == Code.INVALID_ARG
+    assert code_of(lambda: plan_for(version(), "batch_size: {")) == Code.INVALID_ARG
 
 
 def test_body_is_sliced_into_inputs_in_header_order():
     a = np.arange(6, dtype=np.float32)
     strings = b"".join(len(s).to_bytes(4, "little") + s for s in (b"hi", b"there"))
     text = header(batch_size=1).replace("batch_byte_size: 20", f"batch_byte_size: {len(strings)}")
-    plan = v1_infer.plan_for(version(), text)
+    plan = plan_for(version(), text)
     v = np.arange(5, dtype=np.int32)
-    payload = plan.payload_from_body(a.tobytes() + strings + v.tobytes())
+    payload = plan.payload(request_of(text, a.tobytes() + strings + v.tobytes()))
     np.testing.assert_array_equal(payload.inputs["A"], a.reshape(1, 2, 3))
     assert payload.inputs["S"].tolist() == [[b"hi", b"there"]]
     np.testing.assert_array_equal(payload.inputs["V"], v.reshape(1, 5))
 
 
 def test_short_and_long_bodies_are_refused():
-    plan = v1_infer.plan_for(version(), header(batch_size=1).replace("20", "8"))
+    text = header(batch_size=1).replace("20", "8")
+    plan = plan_for(version(), text)
     good = np.zeros(6, np.float32).tobytes() + b"\0" * 8 + np.zeros(5, np.int32).tobytes()
-    assert code_of(lambda: plan.payload_from_body(good[:-1])) == Code.INVALID_ARG
-    assert code_of(lambda: plan.payload_from_body(good + b"x")) == Code.INVALID_ARG
+    assert code_of(lambda: plan.payload(request_of(text, good[:-1]))) == Code.INVALID_ARG
+    assert code_of(lambda: plan.payload(request_of(text, good + b"x"))) == Code.INVALID_ARG
 
 
 def test_response_header_carries_dims_sizes_and_id():
     plan_text, request_id = v1_infer.split_request_id(header(batch_size=2, extra="id: 300"))
-    plan = v1_infer.plan_for(version(), plan_text)
-    result = v1_infer.build_response(plan, {"P": np.ones((2, 4), np.float32)}, request_id)
+    request = request_of(plan_text, request_id=request_id)
+    plan = api_plan.plan_for(version(), request)
+    response = plan.response(request, {"P": np.ones((2, 4), np.float32)})
+    result = v1_infer.encode_response(response, request_id)
     parsed = api_pb2.InferResponseHeader()
     parsed.ParseFromString(result.binary)
     assert parsed.id == 300 and parsed.model_version == 3 and parsed.batch_size == 2
@@ -136,16 +154,18 @@ def test_response_header_carries_dims_sizes_and_id():
 
 
 def test_output_of_wrong_dtype_is_internal_error():
-    plan = v1_infer.plan_for(version(), header())
-    call = lambda: v1_infer.build_response(plan, {"P": np.ones((2, 4), np.float64)})
+    request = request_of(header())
+    plan = api_plan.plan_for(version(), request)
+    call = lambda: plan.response(request, {"P": np.ones((2, 4), np.float64)})
     assert code_of(call) == Code.INTERNAL
 
 
 def test_classification_returns_top_k_with_labels_per_batch_element():
-    plan = v1_infer.plan_for(version(), header(extra='output { name: "P" cls { count: 2 } }').replace(
+    request = request_of(header(extra='output { name: "P" cls { count: 2 } }').replace(
         'output { name: "P" } ', ""))
+    plan = api_plan.plan_for(version(), request)
     scores = np.array([[0.1, 0.7, 0.2, 0.0], [0.5, 0.1, 0.1, 0.3]], np.float32)
-    result = v1_infer.build_response(plan, {"P": scores})
+    result = v1_infer.encode_response(plan.response(request, {"P": scores}))
     parsed = api_pb2.InferResponseHeader()
     parsed.ParseFromString(result.binary)
     batches = parsed.output[0].batch_classes

@@ -25,7 +25,8 @@ def test_binary_split():
     head = _doc(outputs=[{"name": "OUTPUT0", "parameters": {"classification": 2}}],
                 parameters={"binary_data_output": True})
     request = v2.parse_http_body(head + b"\1" * 8, str(len(head)).encode())
-    name, datatype, shape, data = request.inputs[0]
+    given = request.inputs[0]
+    name, datatype, shape, data = given.name, given.datatype, list(given.shape), given.data
     assert (name, datatype, shape, bytes(data)) == ("INPUT0", "FP32", [1, 2], b"\1" * 8)
     assert request.outputs == [("OUTPUT0", 2, True)]
 
@@ -85,12 +86,13 @@ def test_grpc_request_typed_and_raw_contents():
     typed.inputs.add(name="S", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"x")
     typed.outputs.add(name="O").parameters["classification"].int64_param = 3
     request = v2.request_from_grpc(typed)
-    assert request.id == "t"
-    assert request.inputs == [("A", "FP32", [1, 2], [1.5, 2.5]), ("S", "BYTES", [1], [b"x"])]
+    assert request.request.id == "t"
+    assert [(i.name, i.datatype, list(i.shape), i.data) for i in request.inputs] == [
+        ("A", "FP32", [1, 2], [1.5, 2.5]), ("S", "BYTES", [1], [b"x"])]
     assert request.outputs == [("O", 3, True)]
     raw = pb.ModelInferRequest(raw_input_contents=[b"\0" * 8])
     raw.inputs.add(name="A", datatype="FP32", shape=[1, 2])
-    assert bytes(v2.request_from_grpc(raw).inputs[0][3]) == b"\0" * 8
+    assert bytes(v2.request_from_grpc(raw).inputs[0].data) == b"\0" * 8
     raw.raw_input_contents.append(b"extra")
     with pytest.raises(ServerError) as err:
         v2.request_from_grpc(raw)
