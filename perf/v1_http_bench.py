@@ -5,6 +5,11 @@ CPU time per request (steadier than req/s under noise) and the ratio to the
 echo.
 
     python perf/v1_http_bench.py --rounds 3 --seconds 8 -c 1 -c 8 [--model simple]
+    python perf/v1_http_bench.py --baseline-python /path/to/old/.venv/bin/python ...
+
+With ``--baseline-python`` a fourth server runs in the same rounds: pyserver
+(httptools) as installed in another environment (e.g. the previous commit's),
+so a change is measured against what it replaces on the same load.
 
 Starts the servers itself on loopback and stops them at the end.
 """
@@ -69,14 +74,16 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--port", type=int, default=18700)
+    p.add_argument("--baseline-python", default="",
+                   help="interpreter of another pyserver install to measure beside this one")
     p.add_argument("--extra-flag", action="append", default=[],
                    help="extra pyserver flag, e.g. --extra-flag=--log-verbose=0")
     args = p.parse_args()
     levels = args.concurrency or [1, 8]
     work = pathlib.Path(tempfile.mkdtemp(prefix="pyserver-bench-"))
     store = build_example_store(work / "store")
-    def server_cmd(parser: str, port: int) -> list[str]:
-        return [sys.executable, "-m", "pyserver", f"--model-store={store}",
+    def server_cmd(parser: str, port: int, python: str = sys.executable) -> list[str]:
+        return [python, "-m", "pyserver", f"--model-store={store}",
                 "--http-address=127.0.0.1", f"--http-port={port}", f"--http-parser={parser}",
                 "--grpc-address=127.0.0.1", f"--grpc-port={port + 10}",
                 "--metrics-address=127.0.0.1", f"--metrics-port={port + 20}",
@@ -90,8 +97,16 @@ def main() -> None:
                  f"http://127.0.0.1:{args.port}/api/health/ready", work / "fast.log") as fast, \
             process(server_cmd("h11", args.port + 1),
                     f"http://127.0.0.1:{args.port + 1}/api/health/ready", work / "h11.log") as ref, \
-            process(echo_cmd, f"http://127.0.0.1:{args.port + 2}/", work / "echo.log") as echo:
+            process(echo_cmd, f"http://127.0.0.1:{args.port + 2}/", work / "echo.log") as echo, \
+            contextlib.ExitStack() as stack:
         pids = {"pyserver httptools": fast.pid, "pyserver h11": ref.pid, "h11 echo": echo.pid}
+        if args.baseline_python:
+            base_port = args.port + 3
+            base = stack.enter_context(process(
+                server_cmd("httptools", base_port, args.baseline_python),
+                f"http://127.0.0.1:{base_port}/api/health/ready", work / "baseline.log"))
+            servers["baseline httptools"] = base_port
+            pids["baseline httptools"] = base.pid
         request = load.build_request("127.0.0.1", args.port, args.model, args.batch_size)
         for _ in range(args.rounds):
             for c in levels:
@@ -116,6 +131,14 @@ def main() -> None:
                   f"{statistics.median(r['p99_us'] for r in rs):.0f} | "
                   f"{statistics.median(r['cpu_us'] for r in rs):.0f} | "
                   f"{sum(r['errors'] for r in rs)} | {rps / echo_rps:.2f} |")
+    if args.baseline_python:
+        print()
+        print("| concurrency | server CPU µs/req, baseline | this install | change |")
+        print("|---|---|---|---|")
+        for c in levels:
+            old = statistics.median(r["cpu_us"] for r in results[("baseline httptools", c)])
+            new = statistics.median(r["cpu_us"] for r in results[("pyserver httptools", c)])
+            print(f"| {c} | {old:.0f} | {new:.0f} | {(new - old) / old * 100:+.0f}% |")
 
 
 if __name__ == "__main__":
