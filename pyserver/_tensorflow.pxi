@@ -95,4 +95,5 @@ def load_tensorflow(config, TensorFlowSession session, graph_tensors, str what, 
     _check(CTensorFlowRuntime.Create(native, pool.pool.get(), move(session.session), names,
                                      what.encode(), &runtime))
     handle.runtime.reset(runtime.release())
+    handle.description = f"TensorFlow {what} of '{config.name}'"
     return handle

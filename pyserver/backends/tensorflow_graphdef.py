@@ -42,8 +42,8 @@ def device_of(instance: mc.ModelInstanceGroup, device_id: int) -> tuple[str, int
     return "", -1
 
 
-def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-         device_id: int, pool: _core.HostMemoryPool) -> _core.NativeRuntime:
+def load_native(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                device_id: int, pool: _core.HostMemoryPool) -> _core.NativeRuntime:
     if not model_path.is_file():
         raise ServerError(Code.INVALID_ARG, f"model file '{model_path}' does not exist")
     device, core_device = device_of(instance, device_id)

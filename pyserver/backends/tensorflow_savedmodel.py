@@ -43,8 +43,8 @@ def signature_tensor_names(meta_graph: bytes, config: mc.ModelConfig,
     return names
 
 
-def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-         device_id: int, pool: _core.HostMemoryPool) -> _core.NativeRuntime:
+def load_native(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                device_id: int, pool: _core.HostMemoryPool) -> _core.NativeRuntime:
     if not (model_path / "saved_model.pb").is_file():
         raise ServerError(Code.INVALID_ARG,
                           f"'{model_path}' is not a SavedModel folder (no saved_model.pb)")
