@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "host_memory_pool.h"
+#include "infer_request.h"
+#include "model_runtime.h"
 #include "tensorflow_api.h"
 #include "tensorflow_runtime.h"
 
@@ -279,6 +281,55 @@ bool AStringInputThatRunsOutOfBytesIsInvalid() {
   return ok;
 }
 
+// Two requests (batch 1 and 2) executed as one batch, the way the dynamic
+// batcher hands them over: inputs gathered back to back in pooled memory.
+bool ExecuteScattersABatchsOutputsToItsRequests() {
+  bool ok = true;
+  auto pool = NewPool();
+  std::unique_ptr<TensorFlowRuntime> runtime;
+  EXPECT(NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime).IsOk());
+  if (!ok) return false;
+  TestInputs one(1), two(2);
+  InferRequest first, second;
+  first.batch_size = 1;
+  second.batch_size = 2;
+  first.requested_outputs = {2};     // UPPER
+  second.requested_outputs = {0, 3};  // OUTPUT0, LENGTH
+  Batch batch;
+  batch.requests = {&first, &second};
+  batch.total_batch_size = 3;
+  for (size_t i = 0; i < 3; ++i) {
+    for (auto pair : {std::make_pair(&first, &one), std::make_pair(&second, &two)}) {
+      InputRef ref;
+      ref.data = pair.second->views[i].data;
+      ref.byte_size = pair.second->views[i].byte_size;
+      ref.shape = pair.second->views[i].shape;
+      pair.first->inputs.push_back(ref);
+    }
+    PooledBuffer gathered;
+    EXPECT(pool->Allocate(one.views[i].byte_size + two.views[i].byte_size, &gathered).IsOk());
+    char* out = static_cast<char*>(gathered.Data());
+    std::memcpy(out, one.views[i].data, one.views[i].byte_size);
+    std::memcpy(out + one.views[i].byte_size, two.views[i].data, two.views[i].byte_size);
+    batch.gathered.push_back(std::move(gathered));
+  }
+  runtime->Execute(&batch);
+  EXPECT(first.status.IsOk());
+  EXPECT(second.status.IsOk());
+  if (!ok) return false;
+  EXPECT(first.outputs.size() == 1 && first.outputs[0].index == 2);
+  const std::string upper = Strings({"HELLO", std::string(20, 'B')});
+  EXPECT(first.outputs[0].byte_size == upper.size());
+  EXPECT(std::memcmp(first.outputs[0].Data(), upper.data(), upper.size()) == 0);
+  EXPECT(second.outputs.size() == 2);
+  EXPECT((second.outputs[0].shape == std::vector<int64_t>{2, 4}));
+  const auto* sum = static_cast<const float*>(second.outputs[0].Data());
+  for (int i = 0; i < 8; ++i) EXPECT(sum[i] == two.a[i] + two.b[i]);
+  const auto* lengths = static_cast<const int32_t*>(second.outputs[1].Data());
+  EXPECT(lengths[0] == 5 && lengths[1] == 20 && lengths[2] == 40 && lengths[3] == 60);
+  return ok;
+}
+
 bool ATypeThatDiffersFromTheConfigFailsToBind() {
   bool ok = true;
   auto pool = NewPool();
@@ -364,6 +415,7 @@ int main(int argc, char** argv) {
   Run("OutputsComeFromThePool", OutputsComeFromThePool);
   Run("AFailedRunIsInternalWithTensorFlowsMessage", AFailedRunIsInternalWithTensorFlowsMessage);
   Run("AStringInputThatRunsOutOfBytesIsInvalid", AStringInputThatRunsOutOfBytesIsInvalid);
+  Run("ExecuteScattersABatchsOutputsToItsRequests", ExecuteScattersABatchsOutputsToItsRequests);
   Run("ATypeThatDiffersFromTheConfigFailsToBind", ATypeThatDiffersFromTheConfigFailsToBind);
   Run("AMissingTensorFailsToBindNamingIt", AMissingTensorFailsToBindNamingIt);
   Run("AGraphDefTensorFlowCannotParseIsInvalid", AGraphDefTensorFlowCannotParseIsInvalid);
