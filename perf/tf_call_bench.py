@@ -5,9 +5,11 @@ process, alternating rounds:
 
 - ``Session.run``: TF1-style Python session, feed dict and fetch names;
 - ``make_callable``: the same session's callable for fixed feeds and fetches;
-- ``signature``: a TF2 SavedModel's concrete function, called eagerly;
-- ``C API``: pyserver's tensorflow_graphdef runtime, ``TF_SessionRun`` through
-  ctypes (GIL released), as the server runs it.
+- ``signature``: a TF2 SavedModel's concrete function, called eagerly.
+
+pyserver's own runtime (``TF_SessionRun`` from C++ on the instance thread) has
+no Python call to time; perf/tf_native_bench.py measures it through the
+server beside TensorFlow in-process.
 
 Models: FP32 perceptrons ``small`` (64 -> 128 -> 32) and ``mlp`` (512 -> 1000
 -> 1000), batch 1 and 8; one intra-op and one inter-op thread everywhere.
@@ -30,17 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from pyserver.backends import tensorflow_graphdef  # noqa: E402
 from pyserver.examples import tensorflow_models as tm  # noqa: E402
-from pyserver.protos import model_config_pb2 as mc  # noqa: E402
 
 SIZES = {"small": (64, 128, 32), "mlp": (512, 1000, 1000)}
-
-
-class _Payload:
-    def __init__(self, x):
-        self.inputs = {"INPUT0": x}
-        self.outputs = ["OUTPUT0"]
 
 
 def per_call_us(call, seconds: float) -> float:
@@ -71,21 +65,11 @@ def callers(size: str, batch: int, work: pathlib.Path) -> dict:
     callable_ = session.make_callable(["OUTPUT0:0"], ["INPUT0:0"])
     saved = tm.savedmodel_mlp(work / f"{size}.savedmodel", n_in, hidden, n_out)
     signature = tf.saved_model.load(str(saved)).signatures["serving_default"]
-    (work / f"{size}.graphdef").write_bytes(graphdef)
-    config = mc.ModelConfig(name=size, platform="tensorflow_graphdef", max_batch_size=32)
-    config.input.add(name="INPUT0", data_type=mc.TYPE_FP32, dims=[n_in])
-    config.output.add(name="OUTPUT0", data_type=mc.TYPE_FP32, dims=[n_out])
-    runtime = tensorflow_graphdef.load(config, work / f"{size}.graphdef",
-                                       mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU), -1)
-    payload = _Payload(x)
     x_tensor = tf.constant(x)
-    reference = session.run("OUTPUT0:0", {"INPUT0:0": x})
-    np.testing.assert_allclose(runtime.execute([payload])[0]["OUTPUT0"], reference, rtol=1e-5)
     return {
         "Session.run": lambda: session.run(["OUTPUT0:0"], {"INPUT0:0": x}),
         "make_callable": lambda: callable_(x),
         "signature": lambda: signature(INPUT0=x_tensor)["OUTPUT0"].numpy(),
-        "C API": lambda: runtime.execute([payload]),
     }
 
 

@@ -1,5 +1,6 @@
 """TensorFlow SavedModel backend (platform ``tensorflow_savedmodel``, folder
-``model.savedmodel/``), run through TensorFlow's C API (``tf_c_api``).
+``model.savedmodel/``), run by the core's native TensorFlow runtime
+(csrc/tensorflow_runtime.h), like ``tensorflow_graphdef``.
 
 Config inputs and outputs name the keys of one signature: ``serving_default``
 of the ``serve`` graph unless the config sets the parameters
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyserver import _core
 from pyserver.backends import tf_c_api as tf
-from pyserver.backends.tensorflow_graphdef import (TensorFlowRuntime, check_io, parameter,
-                                                   session_config)
+from pyserver.backends.tensorflow_graphdef import device_of, parameter, session_config
 from pyserver.errors import Code, ServerError
 from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import tensorflow_session_pb2 as tfs
@@ -42,20 +43,17 @@ def signature_tensor_names(meta_graph: bytes, config: mc.ModelConfig,
     return names
 
 
-def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-         device_id: int) -> TensorFlowRuntime:
+def load_native(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                device_id: int, pool: _core.HostMemoryPool) -> _core.NativeRuntime:
     if not (model_path / "saved_model.pb").is_file():
         raise ServerError(Code.INVALID_ARG,
                           f"'{model_path}' is not a SavedModel folder (no saved_model.pb)")
-    device = f"/device:GPU:{device_id}" if instance.kind == mc.ModelInstanceGroup.KIND_GPU else ""
+    device, core_device = device_of(instance, device_id)
     tags = [t for t in parameter(config, TAG_PARAMETER, DEFAULT_TAG).split(",") if t]
-    session, meta_graph = tf.Session.from_saved_model(model_path, tags,
-                                                      session_config(config, device))
-    try:
-        names = signature_tensor_names(
-            meta_graph, config, parameter(config, SIGNATURE_PARAMETER, DEFAULT_SIGNATURE))
-        check_io(session, config, names, what="SavedModel")
-    except BaseException:
-        session.close()
-        raise
-    return TensorFlowRuntime(session, config, names)
+    session = _core.tensorflow_session(tf.library_path(), session_config(config, device),
+                                       saved_model=str(model_path), tags=tags)
+    names = signature_tensor_names(
+        session.meta_graph, config, parameter(config, SIGNATURE_PARAMETER, DEFAULT_SIGNATURE))
+    return _core.load_tensorflow(config, session,
+                                 [names[t.name] for t in (*config.input, *config.output)],
+                                 "SavedModel", core_device, pool)

@@ -43,6 +43,10 @@ def models(tmp_path_factory):
         "strings", "tensorflow_graphdef", 8, [tensor("INPUT0", "STRING", [3])],
         [tensor("OUTPUT0", "STRING", [3]), tensor("OUTPUT1", "INT32", [3])]),
         {"model.graphdef": tm.graphdef_strings()})
+    write_version(root, "strings_batched", platform_config(
+        "strings_batched", "tensorflow_graphdef", 8, [tensor("INPUT0", "STRING", [3])],
+        [tensor("OUTPUT0", "STRING", [3]), tensor("OUTPUT1", "INT32", [3])], BATCHING),
+        {"model.graphdef": tm.graphdef_strings()})
     savedmodel_io = (MLP_IO[0], [*MLP_IO[1], tensor("HIDDEN", "FP32", [128])])
     write_version(root, "mlp_savedmodel",
                   platform_config("mlp_savedmodel", "tensorflow_savedmodel", 8, *savedmodel_io),
@@ -134,6 +138,26 @@ def test_dynamic_batching_gives_the_unbatched_answers(server):
     version = get_status(server.port, "mlp_graphdef_batched") \
         .model_status["mlp_graphdef_batched"].version_status[1]
     assert version.model_inference_count == len(xs)
+    assert version.model_execution_count < version.model_inference_count
+
+
+def test_dynamic_batching_of_string_tensors_gives_the_unbatched_answers(server):
+    rng = np.random.default_rng(7)
+    xs = [np.array([[bytes(rng.integers(0, 256, rng.integers(0, 40)).astype(np.uint8))
+                     for _ in range(3)]], dtype=np.object_) for _ in range(24)]
+
+    def call(i):
+        return serve(server.port, "strings_batched", {"INPUT0": xs[i]},
+                     {"OUTPUT0": "STRING", "OUTPUT1": "INT32"}, 1)
+
+    with ThreadPoolExecutor(12) as pool:
+        batched = list(pool.map(call, range(len(xs))))
+    for x, got in zip(xs, batched):
+        upper, lengths = session_run(tm.graphdef_strings(), {"INPUT0": x}, ["OUTPUT0", "OUTPUT1"])
+        assert got["OUTPUT0"] == list(upper.reshape(-1))
+        np.testing.assert_array_equal(got["OUTPUT1"], lengths)
+    version = get_status(server.port, "strings_batched") \
+        .model_status["strings_batched"].version_status[1]
     assert version.model_execution_count < version.model_inference_count
 
 
