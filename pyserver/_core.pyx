@@ -574,3 +574,4 @@ cdef class ModelScheduler:
                 self.scheduler.get().Stop()
             self.scheduler.reset()
 include "_python_stub.pxi"
+include "_onnxruntime.pxi"

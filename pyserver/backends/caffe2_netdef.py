@@ -67,8 +67,8 @@ def to_onnx(config: mc.ModelConfig, predict_path: Path) -> bytes:
     return model.SerializeToString()
 
 
-def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-         device_id: int, pool=None):
+def load_native(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                device_id: int, pool):
     model = to_onnx(config, model_path)
     return load_session(config, model_path, instance, device_id, pool, model_bytes=model,
                         load_error_prefix="onnxruntime rejected the graph translated from "

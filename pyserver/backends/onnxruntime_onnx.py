@@ -65,8 +65,8 @@ def load_session(config: mc.ModelConfig, model_path: Path, instance: mc.ModelIns
         log_severity=_LOG_ERRORS, load_error_prefix=load_error_prefix, pool=pool)
 
 
-def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-         device_id: int, pool=None):
+def load_native(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                device_id: int, pool):
     if not model_path.is_file():
         raise ServerError(Code.INVALID_ARG, f"model file '{model_path}' does not exist")
     return load_session(config, model_path, instance, device_id, pool)

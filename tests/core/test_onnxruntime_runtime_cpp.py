@@ -1,30 +1,25 @@
-"""Builds csrc/onnxruntime_runtime_test.cc with the core's sources and runs it
-against the onnxruntime wheel's libonnxruntime (the C API, no Python)."""
+"""Builds csrc/onnxruntime_runtime_test.cc with the core's sources, under the
+address and undefined-behaviour sanitizers, and runs it against the
+onnxruntime wheel's libonnxruntime (the C API, no Python)."""
 
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from pyserver.backends.onnxruntime_onnx import LIBRARY_ENV, library_path
+from test_core_cpp import build
 
-CSRC = pathlib.Path(__file__).resolve().parents[2] / "csrc"
-CORE_SOURCES = sorted(str(p) for p in CSRC.glob("*.cc") if not p.name.endswith("_test.cc"))
+# Compiling the core under the sanitizers takes minutes on a busy machine.
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def runtime_test(tmp_path_factory) -> pathlib.Path:
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        pytest.skip("no C++ compiler on PATH (g++ or c++)")
-    binary = tmp_path_factory.mktemp("ort") / "onnxruntime_runtime_test"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-g", "-pthread", "-Wall", "-Wextra", "-Werror",
-                    f"-I{CSRC}", str(CSRC / "onnxruntime_runtime_test.cc"), *CORE_SOURCES,
-                    "-ldl", "-o", str(binary)], check=True, timeout=300)
-    return binary
+    return build(tmp_path_factory.mktemp("ort"), "-fsanitize=address,undefined",
+                 "-fno-omit-frame-pointer", test="onnxruntime_runtime_test")
 
 
 def run(binary: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
@@ -33,9 +28,10 @@ def run(binary: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
                           env=env)
 
 
-def test_ort_runtime_unit_tests_pass(runtime_test):
+def test_ort_runtime_unit_tests_pass_under_sanitizers(runtime_test):
     result = run(runtime_test)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "runtime error" not in result.stderr
     assert re.search(r"^\d+ passed, 0 failed", result.stdout, re.M), result.stdout
     assert not re.search(r"^SKIP (?!GpuInstance)", result.stdout, re.M), result.stdout
 
