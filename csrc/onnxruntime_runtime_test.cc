@@ -1,5 +1,5 @@
 // Unit tests of OrtRuntime against the real ONNX Runtime library, on models
-// this file encodes itself (ONNX is protobuf; a few fields suffice).
+// encoded in C++ (onnx_test_models.h).
 // The library comes from $PYSERVER_ONNXRUNTIME_LIBRARY (the onnxruntime
 // wheel's capi/libonnxruntime.so.<version>); without it every test skips.
 // Prints "N passed, M failed, K skipped"; exits 1 on a failure.
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "onnx_test_models.h"
 #include "onnxruntime_runtime.h"
 
 namespace pyserver {
@@ -45,66 +46,8 @@ void Run(const char* name, const std::function<bool()>& test) {
   (ok ? passed : failed) += 1;
 }
 
-// ---- a minimal protobuf writer, enough for ModelProto
-
-std::string Varint(uint64_t v) {
-  std::string out;
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-  return out;
-}
-std::string IntField(int field, int64_t v) {
-  return Varint(static_cast<uint64_t>(field) << 3) + Varint(static_cast<uint64_t>(v));
-}
-std::string BytesField(int field, const std::string& bytes) {
-  return Varint(static_cast<uint64_t>(field) << 3 | 2) + Varint(bytes.size()) + bytes;
-}
-
-// ValueInfoProto of a tensor; a dim of -1 is symbolic ("N" when first).
-std::string TensorInfo(const std::string& name, int elem_type, const std::vector<int64_t>& dims) {
-  std::string shape;
-  for (size_t i = 0; i < dims.size(); ++i) {
-    shape += BytesField(1, dims[i] >= 0 ? IntField(1, dims[i])
-                                        : BytesField(2, i == 0 ? "N" : "d" + std::to_string(i)));
-  }
-  std::string tensor = IntField(1, elem_type) + BytesField(2, shape);
-  return BytesField(1, name) + BytesField(2, BytesField(1, tensor));
-}
-
-std::string Node(const std::string& op, const std::vector<std::string>& in,
-                 const std::vector<std::string>& out) {
-  std::string node;
-  for (const auto& i : in) node += BytesField(1, i);
-  for (const auto& o : out) node += BytesField(2, o);
-  return node + BytesField(4, op);
-}
-
-std::string Model(const std::vector<std::string>& nodes, const std::vector<std::string>& inputs,
-                  const std::vector<std::string>& outputs) {
-  std::string graph;
-  for (const auto& n : nodes) graph += BytesField(1, n);
-  graph += BytesField(2, "g");
-  for (const auto& i : inputs) graph += BytesField(11, i);
-  for (const auto& o : outputs) graph += BytesField(12, o);
-  std::string opset = BytesField(1, "") + IntField(2, 13);
-  return IntField(1, 8) + BytesField(7, graph) + BytesField(8, opset);
-}
-
-// A, B [N, 4] float -> SUM = A + B, DIFF = A - B.
-std::string AddSubModel() {
-  return Model({Node("Add", {"A", "B"}, {"SUM"}), Node("Sub", {"A", "B"}, {"DIFF"})},
-               {TensorInfo("A", ort::kFloat, {-1, 4}), TensorInfo("B", ort::kFloat, {-1, 4})},
-               {TensorInfo("SUM", ort::kFloat, {-1, 4}), TensorInfo("DIFF", ort::kFloat, {-1, 4})});
-}
-
-// X [N, ?] of `type` -> Y = X.
-std::string IdentityModel(int type) {
-  return Model({Node("Identity", {"X"}, {"Y"})}, {TensorInfo("X", type, {-1, -1})},
-               {TensorInfo("Y", type, {-1, -1})});
-}
+std::string AddSubModel() { return onnx_test::AddSub(); }
+std::string IdentityModel(int type) { return onnx_test::Identity(type); }
 
 NativeRuntimeConfig AddSubConfig() {
   NativeRuntimeConfig config;

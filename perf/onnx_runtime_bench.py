@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--delay-us", type=int, default=2000)
     p.add_argument("--processes", type=int, default=1, help="client processes")
+    p.add_argument("--model", action="append", choices=["add", "mlp", "mlp_batched"],
+                   help="models to measure (default: all)")
     p.add_argument("--port", type=int, default=18900)
     args = p.parse_args()
     levels = args.concurrency or [1, 8]
@@ -87,7 +89,7 @@ def main() -> None:
                     work / "python.log") as python:
         pids = {"native (C API)": native.pid, "python (previous)": python.pid}
         requests = {m: load.build_request("127.0.0.1", args.port, m, 1)
-                    for m in ("add", "mlp", "mlp_batched")}
+                    for m in (args.model or ["add", "mlp", "mlp_batched"])}
         for _ in range(args.rounds):
             for model, request in requests.items():
                 for c in levels:
