@@ -18,6 +18,9 @@ class CudaStream {
   ~CudaStream();
 
   int Device() const { return device_; }
+  // The cudaStream_t, for libraries that take a stream (ONNX Runtime's CUDA
+  // provider). Owned by this object.
+  void* Handle() const { return handle_; }
 
   // Queues a copy on the stream; returns once it is queued, not done.
   Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes);

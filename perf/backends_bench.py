@@ -12,10 +12,11 @@ instance, direct scheduling, one client connection (c=1). In-process:
   Python ``Session.run`` / SavedModel signature, the TorchScript module under
   ``inference_mode``, the Python model's ``execute``, and for NetDef the
   translated graph on onnxruntime);
-- ``backend``: pyserver's Python runtime for that platform called directly
-  (``runtime.execute``), for Python models the round trip through the stub
-  process; "native" where the runtime is C++ (TensorFlow) and has no Python
-  call to time.
+- ``backend``: pyserver's runtime for that platform called directly
+  (``runtime.execute``): for Python models
+  the round trip through the stub process. Native runtimes (C++, e.g. ONNX
+  Runtime through its C API) have no Python ``execute``: "—" here, and
+  ``perf/ort_runtime_micro.py`` measures their in-process call.
 
 Overhead = server p50 - framework p50. Loopback only; bounded in time.
 """
@@ -41,7 +42,8 @@ from v1_http_bench import process  # noqa: E402
 
 from google.protobuf import text_format  # noqa: E402
 
-from pyserver.backends import backend_for, load_runtime  # noqa: E402
+from pyserver import _core  # noqa: E402
+from pyserver.backends import load_runtime  # noqa: E402
 from pyserver.backends.python import triton_python_backend_utils as pb_utils  # noqa: E402
 from pyserver.examples import caffe2_models, onnx_models, python_models  # noqa: E402
 from pyserver.examples import tensorflow_models, torch_models  # noqa: E402
@@ -189,12 +191,11 @@ def main() -> None:
     store = work / "store"
     models = frameworks(store)
     runtimes = {}
+    pool = _core.HostMemoryPool(64 << 20)
     for name, (platform_name, *_rest) in models.items():
-        if not hasattr(backend_for(platform_name), "load"):
-            continue  # a native runtime: no Python call to time
         config = read_config(store / name)
         runtimes[name] = load_runtime(config, config_module.model_path(store / name, 1, config),
-                                      config.instance_group[0], -1)
+                                      config.instance_group[0], -1, pool)
     batches = (1, 8)
     command = [sys.executable, "-m", "pyserver", f"--model-store={store}",
                "--http-address=127.0.0.1", f"--http-port={args.port}", "--repository-poll-secs=0"]
@@ -211,8 +212,10 @@ def main() -> None:
                 row["server"].append(load.measure("127.0.0.1", args.port, request, 1,
                                                   args.seconds, args.warmup, 1)["p50_us"])
                 row["framework"].append(p50_us(lambda: direct(inputs), args.seconds / 2))
-                if name in runtimes:
-                    payload = Payload(inputs, outputs)
+                payload = Payload(inputs, outputs)
+                if isinstance(runtimes[name], _core.NativeRuntime):
+                    row["backend"].append(float("nan"))
+                else:
                     row["backend"].append(p50_us(lambda: runtimes[name].execute([payload]),
                                                  args.seconds / 2))
     for runtime in runtimes.values():
@@ -223,9 +226,10 @@ def main() -> None:
           "| server | server overhead |")
     print("|---|---|---|---|---|---|---|")
     for (name, batch), row in rows.items():
-        framework, server = (statistics.median(row[k]) for k in ("framework", "server"))
-        backend = f"{statistics.median(row['backend']):.0f}" if row["backend"] else "native"
-        print(f"| {name} | {models[name][0]} | {batch} | {framework:.0f} | {backend} | "
+        framework, backend, server = (statistics.median(row[k])
+                                      for k in ("framework", "backend", "server"))
+        backend_text = "—" if backend != backend else f"{backend:.0f}"
+        print(f"| {name} | {models[name][0]} | {batch} | {framework:.0f} | {backend_text} | "
               f"{server:.0f} | {server - framework:.0f} |")
 
 

@@ -575,3 +575,4 @@ cdef class ModelScheduler:
             self.scheduler.reset()
 include "_python_stub.pxi"
 include "_tensorflow.pxi"
+include "_onnxruntime.pxi"

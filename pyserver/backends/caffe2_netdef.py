@@ -2,8 +2,8 @@
 predict net, beside ``init_model.netdef``, the weights).
 
 At load time the two nets are translated into one ONNX graph
-(``caffe2_to_onnx``) that runs on onnxruntime like an ``onnxruntime_onnx``
-model. An operator the translator does not know fails the load, naming it.
+(``caffe2_to_onnx``) that runs on the native ONNX Runtime session of an
+``onnxruntime_onnx`` model. An operator the translator does not know fails the load, naming it.
 Needs the ``onnx`` package (the ``caffe2`` extra).
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
-from pyserver.backends.onnxruntime_onnx import OnnxRuntime, _check_io, _session_options
+from pyserver.backends.onnxruntime_onnx import load_session
 from pyserver.errors import Code, ServerError
 from pyserver.protos import caffe2_pb2
 from pyserver.protos import model_config_pb2 as mc
@@ -68,16 +67,9 @@ def to_onnx(config: mc.ModelConfig, predict_path: Path) -> bytes:
     return model.SerializeToString()
 
 
-def load(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
-         device_id: int) -> OnnxRuntime:
+def load_native(config: mc.ModelConfig, model_path: Path, instance: mc.ModelInstanceGroup,
+                device_id: int, pool):
     model = to_onnx(config, model_path)
-    providers = ["CPUExecutionProvider"]
-    if instance.kind == mc.ModelInstanceGroup.KIND_GPU:
-        providers = [("CUDAExecutionProvider", {"device_id": device_id})]
-    try:
-        session = ort.InferenceSession(model, _session_options(config), providers=providers)
-    except Exception as exc:
-        raise ServerError(Code.INVALID_ARG, f"onnxruntime rejected the graph translated from "
-                          f"'{model_path}': {exc}") from None
-    _check_io(session, config)
-    return OnnxRuntime(session, config)
+    return load_session(config, model_path, instance, device_id, pool, model_bytes=model,
+                        load_error_prefix="onnxruntime rejected the graph translated from "
+                                          f"'{model_path}': ")

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 CSRC = pathlib.Path(__file__).resolve().parents[2] / "csrc"
-CORE_SOURCES = sorted(str(p) for p in CSRC.glob("*.cc") if not p.name.endswith("_test.cc"))
+CORE_SOURCES = sorted(str(p) for p in CSRC.glob("*.cc") if not p.name.endswith(("_test.cc", "_bench.cc")))
 
 
 def build(tmp_path: pathlib.Path, *flags: str, test: str = "core_test") -> pathlib.Path:
