@@ -9,6 +9,9 @@ import pytest
 
 CSRC = pathlib.Path(__file__).resolve().parents[2] / "csrc"
 CORE_SOURCES = sorted(str(p) for p in CSRC.glob("*.cc") if not p.name.endswith(("_test.cc", "_bench.cc")))
+# Each test compiles every core source (the native runtimes included), under the
+# sanitizers for some: far beyond the suite's default 120 s on a busy machine.
+pytestmark = pytest.mark.timeout(600)
 
 
 def build(tmp_path: pathlib.Path, *flags: str, test: str = "core_test") -> pathlib.Path:
