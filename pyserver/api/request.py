@@ -78,8 +78,9 @@ class InferenceRequest:
     ``timeout_us`` 0 means none. ``parameters`` is kept for the front end.
 
     ``signature``, when given, is a key that is equal for two requests only
-    if they differ at most in data, id and parameters; the server caches
-    its validation under it. Left out, the server computes one."""
+    if they differ at most in the values of their data (not in which inputs
+    carry it inline), id and parameters; the server caches its validation
+    under it. Left out, the server computes one."""
 
     __slots__ = ("model", "version", "inputs", "outputs", "id", "priority", "timeout_us",
                  "batch_size", "input_data", "parameters", "signature")
@@ -91,11 +92,13 @@ class InferenceRequest:
                  parameters: dict | None = None, signature: Any = None) -> None:
         self.model = model
         self.version = version
-        if isinstance(inputs, Mapping):
+        if not isinstance(inputs, (list, tuple)) and isinstance(inputs, Mapping):
             inputs = [value if isinstance(value, InferInput) else InferInput.from_array(name, value)
                       for name, value in inputs.items()]
         self.inputs = inputs
-        self.outputs = tuple(RequestedOutput(o) if isinstance(o, str) else o for o in outputs)
+        self.outputs = outputs if type(outputs) is tuple and not any(
+            type(o) is str for o in outputs) else tuple(
+            RequestedOutput(o) if isinstance(o, str) else o for o in outputs)
         self.id = id
         self.priority = priority
         self.timeout_us = timeout_us
@@ -110,7 +113,7 @@ class InferenceRequest:
             return self.signature
         return ("request", self.batch_size, self.priority, self.timeout_us,
                 self.input_data is None,
-                tuple((i.name, i.datatype, i.shape, i.byte_size if i.data is None else None)
+                tuple((i.name, i.datatype, i.shape, i.data is None, i.byte_size)
                       for i in self.inputs),
                 tuple((o.name, o.classification) for o in self.outputs))
 

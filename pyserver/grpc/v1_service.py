@@ -42,7 +42,15 @@ class V1GrpcService:
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The handler to register with a grpc.aio server: bytes in, bytes out."""
-        unary = grpc.unary_unary_rpc_method_handler
+        def unary(method):
+            async def call(data: bytes, context):
+                try:
+                    return await method(data, context)
+                except Exception:  # a fault of ours: the client learns only that
+                    log.exception("gRPC %s failed", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            return grpc.unary_unary_rpc_method_handler(call)
+
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
             "Health": unary(self.health),
             "Status": unary(self.status_rpc),

@@ -23,7 +23,8 @@ from pyserver.errors import Code, ServerError, invalid_arg
 from pyserver.protos import api_pb2
 
 MAX_CACHED_TEMPLATES = 1024
-_ID_FIELD = re.compile(r"(?:^|\s)id:\s*(\d+)")
+_ID_FIELD = re.compile(r"id:\s*([0-9]+)")
+_SPACE = " \t\r\n\f\v"
 _ID_TAG = b"\x28"  # InferResponseHeader.id: field 5, varint
 
 
@@ -100,14 +101,21 @@ def split_request_id(header_text: str) -> tuple[str, int]:
     that requests differing only in their id share one template. Cheap: no
     protobuf parsing. Raises ServerError(INVALID_ARG) for an id beyond
     uint64."""
-    match = _ID_FIELD.search(header_text)
-    if match is None or header_text.count('"', 0, match.start()) % 2:
-        return header_text, 0
-    request_id = int(match.group(1))
-    if request_id > UINT64_MAX:
-        raise invalid_arg(f"request id {match.group(1)[:24]} is out of range: the largest is "
-                          f"{UINT64_MAX}")
-    return header_text[:match.start()] + header_text[match.end():], request_id
+    start = header_text.find("id:")
+    while start != -1:
+        if (start == 0 or header_text[start - 1] in _SPACE) and \
+                not header_text.count('"', 0, start) % 2:
+            match = _ID_FIELD.match(header_text, start)
+            if match is not None:
+                digits = match.group(1)
+                request_id = int(digits)
+                if request_id > UINT64_MAX:
+                    raise invalid_arg(f"request id {digits[:24]} is out of range: the largest "
+                                      f"is {UINT64_MAX}")
+                cut = start - 1 if start else 0  # the whitespace before goes too
+                return header_text[:cut] + header_text[match.end():], request_id
+        start = header_text.find("id:", start + 3)
+    return header_text, 0
 
 
 def parse_request_header(text: str) -> api_pb2.InferRequestHeader:
