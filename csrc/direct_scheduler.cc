@@ -17,7 +17,7 @@ Status DirectScheduler::Create(
   for (auto& runtime : created->runtimes_) {
     ModelRuntime* raw = runtime.get();
     DirectScheduler* self = created.get();
-    created->threads_.emplace_back([self, raw] { self->InstanceLoop(raw); });
+    created->threads_.Start([self, raw] { self->InstanceLoop(raw); });
   }
   *scheduler = std::move(created);
   return Status::Success();
@@ -45,15 +45,12 @@ Status DirectScheduler::Enqueue(std::unique_ptr<InferRequest>* request) {
 }
 
 void DirectScheduler::Stop() {
-  std::lock_guard<std::mutex> stop_lock(stop_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
-  for (auto& thread : threads_) {
-    if (thread.joinable()) thread.join();
-  }
+  threads_.Join();
 }
 
 void DirectScheduler::InstanceLoop(ModelRuntime* runtime) {

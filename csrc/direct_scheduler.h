@@ -6,13 +6,13 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "completion_queue.h"
 #include "model_runtime.h"
 #include "model_stats.h"
 #include "scheduler.h"
+#include "scheduler_threads.h"
 
 namespace pyserver {
 
@@ -49,8 +49,7 @@ class DirectScheduler : public Scheduler {
   bool stopping_ = false;                            // guarded by mu_
   std::atomic<size_t> inflight_{0};
 
-  std::mutex stop_mu_;  // serialises Stop()
-  std::vector<std::thread> threads_;
+  SchedulerThreads threads_;
 };
 
 }  // namespace pyserver
