@@ -31,11 +31,12 @@ Status DynamicBatcher::Create(const DynamicBatcherConfig& config,
   }
   std::unique_ptr<DynamicBatcher> created(
       new DynamicBatcher(config, std::move(runtimes), pool, completions, stats));
-  for (auto& runtime : created->runtimes_) {
-    ModelRuntime* raw = runtime.get();
-    DynamicBatcher* self = created.get();
-    created->threads_.emplace_back([self, raw] { self->InstanceLoop(raw); });
+  DynamicBatcher* self = created.get();
+  for (auto& instance : created->instances_) {
+    Instance* raw = instance.get();
+    created->threads_.Start([self, raw] { self->InstanceLoop(raw); });
   }
+  created->threads_.Start([self] { self->BatcherLoop(); });
   *batcher = std::move(created);
   return Status::Success();
 }
@@ -49,15 +50,23 @@ DynamicBatcher::DynamicBatcher(const DynamicBatcherConfig& config,
                          ? config.max_batch_size
                          : *std::max_element(config.preferred_batch_sizes.begin(),
                                              config.preferred_batch_sizes.end())),
+      level_count_(std::max<uint32_t>(config.priority_levels, 1)),
+      is_preferred_(config.max_batch_size + 1, false),
       runtimes_(std::move(runtimes)),
       pool_(pool),
       completions_(completions),
       stats_(stats),
-      levels_(std::max<uint32_t>(config.priority_levels, 1)) {
-  for (uint32_t i = 0; i < levels_.size(); ++i) {
+      segments_(2 * level_count_),
+      level_sizes_(level_count_, 0) {
+  for (uint32_t size : config.preferred_batch_sizes) is_preferred_[size] = true;
+  for (uint32_t i = 0; i < level_count_; ++i) {
     auto it = config.priority_queue_policy.find(i + 1);
-    levels_[i].policy =
-        it != config.priority_queue_policy.end() ? it->second : config.default_queue_policy;
+    policies_.push_back(it != config.priority_queue_policy.end() ? it->second
+                                                                 : config.default_queue_policy);
+  }
+  for (auto& runtime : runtimes_) {
+    instances_.push_back(std::make_unique<Instance>());
+    instances_.back()->runtime = runtime.get();
   }
 }
 
@@ -66,179 +75,213 @@ DynamicBatcher::~DynamicBatcher() { Stop(); }
 Status DynamicBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
   InferRequest* r = request->get();
   uint32_t level = r->priority != 0 ? r->priority : config_.default_priority_level;
-  if (level == 0) level = static_cast<uint32_t>(levels_.size());
-  if (level > levels_.size()) {
+  if (level == 0) level = level_count_;
+  if (level > level_count_) {
     return Status(StatusCode::kInvalidArg,
                   "priority level " + std::to_string(level) + " does not exist; the model has " +
-                      std::to_string(levels_.size()));
+                      std::to_string(level_count_));
   }
+  const uint32_t segment = level - 1;
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return Status(StatusCode::kUnavailable, "model is being unloaded");
-    Level& target = levels_[level - 1];
-    const QueuePolicy& policy = target.policy;
-    if (policy.max_queue_size != 0 && target.Size() >= policy.max_queue_size) {
+    const QueuePolicy& policy = policies_[segment];
+    if (policy.max_queue_size != 0 && level_sizes_[segment] >= policy.max_queue_size) {
       return Status(StatusCode::kUnavailable, "Exceeds maximum queue size");
     }
     r->enqueued_ns = MonotonicNs();
     uint64_t timeout_us = policy.default_timeout_us;
     if (policy.allow_timeout_override && r->timeout_us != 0) timeout_us = r->timeout_us;
     r->deadline_ns = timeout_us != 0 ? r->enqueued_ns + timeout_us * 1000 : 0;
+    EntryList& list = segments_[segment];
+    list.emplace_back();
+    Entry& entry = list.back();
+    entry.request = std::move(*request);
+    entry.segment = segment;
+    entry.deadline = deadlines_.end();
+    if (r->deadline_ns != 0) {
+      // Deadlines of one level mostly arrive in order: the hint makes that O(1).
+      entry.deadline = deadlines_.emplace_hint(deadlines_.end(), r->deadline_ns,
+                                               std::prev(list.end()));
+    }
+    level_sizes_[segment] += 1;
+    waiting_ += 1;
     inflight_.fetch_add(1);
-    target.queue.push_back(std::move(*request));
+    if (!pending_.entries.empty() && segment < pending_.last_segment) pending_.valid = false;
+    // With every instance busy the arrival waits for the next idle one, which
+    // wakes the batcher itself; only an earlier deadline needs it sooner.
+    wake = batcher_waiting_ &&
+           (!idle_.empty() ||
+            (r->deadline_ns != 0 && (batcher_wake_ns_ == 0 || r->deadline_ns < batcher_wake_ns_)));
   }
-  cv_.notify_one();
+  if (wake) batcher_cv_.notify_one();
   return Status::Success();
 }
 
 void DynamicBatcher::Stop() {
-  std::lock_guard<std::mutex> stop_lock(stop_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
-  for (auto& thread : threads_) {
-    if (thread.joinable()) thread.join();
-  }
-}
-
-bool DynamicBatcher::EmptyLocked() const {
-  for (const Level& level : levels_) {
-    if (level.Size() != 0) return false;
-  }
-  return true;
+  batcher_cv_.notify_one();
+  threads_.Join();
 }
 
 void DynamicBatcher::ExpireLocked(uint64_t now, std::vector<RequestPtr>* rejected) {
-  for (Level& level : levels_) {
-    auto& queue = level.queue;
-    for (auto it = queue.begin(); it != queue.end();) {
-      InferRequest* r = it->get();
-      if (r->deadline_ns == 0 || now < r->deadline_ns) {
-        ++it;
-        continue;
-      }
-      r->deadline_ns = 0;  // expires once
-      if (level.policy.timeout_action == TimeoutAction::kDelay) {
-        level.delayed.push_back(std::move(*it));
-      } else {
-        r->status = Status(StatusCode::kUnavailable, "Request timeout expired");
-        rejected->push_back(std::move(*it));
-      }
-      it = queue.erase(it);
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    EntryList::iterator it = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    it->deadline = deadlines_.end();
+    if (it->pending) UnwindPendingLocked();
+    InferRequest* r = it->request.get();
+    r->deadline_ns = 0;  // expires once
+    const uint32_t level = it->segment % level_count_;
+    if (policies_[level].timeout_action == TimeoutAction::kDelay) {
+      const uint32_t delayed = level_count_ + level;
+      if (!pending_.entries.empty() && delayed < pending_.last_segment) UnwindPendingLocked();
+      segments_[delayed].splice(segments_[delayed].end(), segments_[it->segment], it);
+      it->segment = delayed;
+    } else {
+      r->status = Status(StatusCode::kUnavailable, "Request timeout expired");
+      rejected->push_back(std::move(it->request));
+      segments_[it->segment].erase(it);
+      level_sizes_[level] -= 1;
+      waiting_ -= 1;
     }
   }
 }
 
-size_t DynamicBatcher::PendingBatchLocked(uint64_t now, uint64_t* wake_ns) const {
+bool DynamicBatcher::ExtendPendingLocked() {
+  PendingBatch& p = pending_;
+  // Every segment before the last entry's is empty while the batch is valid.
+  uint32_t segment = p.entries.empty() ? 0 : p.last_segment;
+  while (true) {
+    if (!p.entries.empty() && p.size >= max_preferred_) return true;
+    while (segment < segments_.size() && segments_[segment].empty()) ++segment;
+    if (segment == segments_.size()) return false;
+    EntryList& list = segments_[segment];
+    const InferRequest& r = *list.front().request;
+    if (!p.entries.empty() &&
+        (p.size + r.batch_size > max_preferred_ || r.shape_key != p.shape_key)) {
+      return true;
+    }
+    if (p.entries.empty()) {
+      p.shape_key = r.shape_key;
+      p.oldest_enqueued_ns = r.enqueued_ns;
+    }
+    p.oldest_enqueued_ns = std::min(p.oldest_enqueued_ns, r.enqueued_ns);
+    p.size += r.batch_size;
+    list.front().pending = true;
+    p.entries.splice(p.entries.end(), list, list.begin());
+    p.last_segment = segment;
+    if (p.size < is_preferred_.size() && is_preferred_[p.size]) {
+      p.preferred_count = p.entries.size();
+    }
+  }
+}
+
+size_t DynamicBatcher::ReadyCountLocked(uint64_t now, bool closed, uint64_t* wake_ns) const {
   *wake_ns = 0;
-  size_t count = 0, best = 0;
-  uint64_t total = 0, shape_key = 0, oldest_ns = 0;
-  bool stop = false;
-  auto visit = [&](const RequestPtr& r) {
-    if (count > 0 && (total + r->batch_size > max_preferred_ || r->shape_key != shape_key)) {
-      stop = true;
-      return false;
-    }
-    if (count == 0) {
-      shape_key = r->shape_key;
-      oldest_ns = r->enqueued_ns;
-    }
-    oldest_ns = std::min(oldest_ns, r->enqueued_ns);
-    total += r->batch_size;
-    count += 1;
-    const auto& preferred = config_.preferred_batch_sizes;
-    if (std::find(preferred.begin(), preferred.end(), total) != preferred.end()) best = count;
-    return total < max_preferred_;
-  };
-  bool more = true;
-  for (const Level& level : levels_) {
-    for (const RequestPtr& r : level.queue) {
-      if (!(more = visit(r))) break;
-    }
-    if (!more) break;
-  }
-  if (more) {
-    for (const Level& level : levels_) {
-      for (const RequestPtr& r : level.delayed) {
-        if (!(more = visit(r))) break;
-      }
-      if (!more) break;
-    }
-  }
-  if (count == 0) return 0;
-  if (best > 0) return best;
+  const PendingBatch& p = pending_;
+  if (p.entries.empty()) return 0;
+  if (p.preferred_count > 0) return p.preferred_count;
   const uint64_t delay_ns = config_.max_queue_delay_us * 1000;
-  if (stop || stopping_ || delay_ns == 0 || total >= max_preferred_ || now - oldest_ns >= delay_ns) {
-    return count;
+  if (closed || stopping_ || delay_ns == 0 || now - p.oldest_enqueued_ns >= delay_ns) {
+    return p.entries.size();
   }
-  *wake_ns = oldest_ns + delay_ns;
+  *wake_ns = p.oldest_enqueued_ns + delay_ns;
   return 0;
 }
 
-void DynamicBatcher::TakeLocked(size_t count, std::vector<RequestPtr>* taken) {
-  for (Level& level : levels_) {
-    while (count > 0 && !level.queue.empty()) {
-      taken->push_back(std::move(level.queue.front()));
-      level.queue.pop_front();
-      --count;
-    }
+void DynamicBatcher::TakePendingLocked(size_t count, std::vector<RequestPtr>* taken) {
+  EntryList& entries = pending_.entries;
+  taken->reserve(count);
+  for (auto it = entries.begin(); count > 0; --count) {
+    if (it->deadline != deadlines_.end()) deadlines_.erase(it->deadline);
+    level_sizes_[it->segment % level_count_] -= 1;
+    waiting_ -= 1;
+    taken->push_back(std::move(it->request));
+    it = entries.erase(it);
   }
-  for (Level& level : levels_) {
-    while (count > 0 && !level.delayed.empty()) {
-      taken->push_back(std::move(level.delayed.front()));
-      level.delayed.pop_front();
-      --count;
-    }
-  }
+  UnwindPendingLocked();
 }
 
-void DynamicBatcher::InstanceLoop(ModelRuntime* runtime) {
+void DynamicBatcher::UnwindPendingLocked() {
+  EntryList& entries = pending_.entries;
+  while (!entries.empty()) {
+    auto last = std::prev(entries.end());
+    last->pending = false;
+    EntryList& home = segments_[last->segment];
+    home.splice(home.begin(), entries, last);
+  }
+  pending_ = PendingBatch();
+}
+
+void DynamicBatcher::BatcherLoop() {
+  std::vector<RequestPtr> rejected;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    const uint64_t now = MonotonicNs();
+    ExpireLocked(now, &rejected);
+    if (!pending_.valid) UnwindPendingLocked();
+    const bool closed = ExtendPendingLocked();
+    uint64_t wake_ns = 0;
+    const size_t count = ReadyCountLocked(now, closed, &wake_ns);
+    Instance* target = nullptr;
+    if (count > 0 && !idle_.empty()) {
+      target = idle_.back();
+      idle_.pop_back();
+      TakePendingLocked(count, &target->batch);
+      target->sequence = next_sequence_++;
+    }
+    if (target != nullptr || !rejected.empty()) {
+      lock.unlock();
+      if (target != nullptr) target->ready.notify_one();
+      if (!rejected.empty()) {
+        const uint64_t done = MonotonicNs();
+        for (RequestPtr& r : rejected) r->compute_start_ns = r->compute_end_ns = done;
+        Release(&rejected);
+      }
+      lock.lock();
+      continue;
+    }
+    if (stopping_ && waiting_ == 0) break;
+    // A ready batch waits for an idle instance (which wakes us); a forming
+    // one for its delay; both for the next queue timeout or an arrival.
+    if (count > 0) wake_ns = 0;
+    if (!deadlines_.empty()) {
+      const uint64_t deadline = deadlines_.begin()->first;
+      if (wake_ns == 0 || deadline < wake_ns) wake_ns = deadline;
+    }
+    batcher_waiting_ = true;
+    batcher_wake_ns_ = wake_ns;
+    if (wake_ns == 0) {
+      batcher_cv_.wait(lock);
+    } else if (wake_ns > now) {
+      batcher_cv_.wait_for(lock, std::chrono::nanoseconds(wake_ns - now));
+    }
+    batcher_waiting_ = false;
+    batcher_wake_ns_ = 0;
+  }
+  for (auto& instance : instances_) instance->exit = true;
+  lock.unlock();
+  for (auto& instance : instances_) instance->ready.notify_one();
+}
+
+void DynamicBatcher::InstanceLoop(Instance* instance) {
   Batch batch;
   while (true) {
     std::vector<RequestPtr> taken;
-    std::vector<RequestPtr> rejected;
     uint64_t sequence = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      while (true) {
-        const uint64_t now = MonotonicNs();
-        ExpireLocked(now, &rejected);
-        if (!rejected.empty()) break;
-        uint64_t wake_ns = 0;
-        const size_t count = PendingBatchLocked(now, &wake_ns);
-        if (count > 0) {
-          TakeLocked(count, &taken);
-          sequence = next_sequence_++;
-          break;
-        }
-        if (stopping_ && EmptyLocked()) return;
-        if (wake_ns == 0) {
-          // Idle: wake for an arrival, or for the next queue deadline.
-          uint64_t deadline = 0;
-          for (const Level& level : levels_) {
-            for (const RequestPtr& r : level.queue) {
-              if (r->deadline_ns != 0 && (deadline == 0 || r->deadline_ns < deadline)) {
-                deadline = r->deadline_ns;
-              }
-            }
-          }
-          wake_ns = deadline;
-        }
-        if (wake_ns == 0) {
-          cv_.wait(lock);
-        } else {
-          cv_.wait_for(lock, std::chrono::nanoseconds(wake_ns > now ? wake_ns - now : 0));
-        }
-      }
-      if (!EmptyLocked()) cv_.notify_one();  // let another idle instance look
-    }
-    if (!rejected.empty()) {
-      const uint64_t now = MonotonicNs();
-      for (RequestPtr& r : rejected) r->compute_start_ns = r->compute_end_ns = now;
-      Release(&rejected);
-      continue;
+      idle_.push_back(instance);
+      if (batcher_waiting_ && waiting_ > 0) batcher_cv_.notify_one();
+      instance->ready.wait(lock, [instance] { return !instance->batch.empty() || instance->exit; });
+      if (instance->batch.empty()) return;
+      taken.swap(instance->batch);
+      sequence = instance->sequence;
     }
     batch.requests.clear();
     batch.total_batch_size = 0;
@@ -246,7 +289,7 @@ void DynamicBatcher::InstanceLoop(ModelRuntime* runtime) {
       batch.requests.push_back(r.get());
       batch.total_batch_size += r->batch_size;
     }
-    ExecuteBatch(runtime, pool_, &batch);
+    ExecuteBatch(instance->runtime, pool_, &batch);
     batch.requests.clear();
     Finish(std::move(taken), sequence);
   }

@@ -5,11 +5,10 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "completion_queue.h"
@@ -17,6 +16,7 @@
 #include "model_runtime.h"
 #include "model_stats.h"
 #include "scheduler.h"
+#include "scheduler_threads.h"
 
 namespace pyserver {
 
@@ -40,19 +40,26 @@ struct DynamicBatcherConfig {
   std::map<uint32_t, QueuePolicy> priority_queue_policy;  // level -> policy
 };
 
-// One queue per priority level, shared by every instance of the model. Each
-// instance has a thread that, when idle, forms the next batch from the queue
-// heads in priority order:
-//   - requests are taken in order while their batch sizes fit under the
-//     largest preferred size, and while their shape_key matches the first;
-//   - the longest prefix whose total is a preferred size runs at once;
-//   - otherwise the batch runs when it is full, when a stop condition
-//     fired, when the delay is 0, or when its oldest request has waited
-//     max_queue_delay_us; until then the thread waits for arrivals.
+// One batcher thread per model owns the queues (one per priority level,
+// plus one per level for requests that timed out under DELAY) and the
+// pending batch: a prefix of the queue order (levels highest first, oldest
+// first, delayed requests last) that it extends as requests arrive, keeping
+// its size, shape key, oldest enqueue time and longest preferred prefix.
+//   - A request joins the pending batch while its batch size fits under the
+//     largest preferred size and its shape_key matches the first's;
+//   - the longest prefix whose total is a preferred size is ready at once;
+//   - otherwise the batch is ready when it is full, when the next request
+//     does not fit, when the delay is 0, when stopping, or when its oldest
+//     request has waited max_queue_delay_us.
+// A ready batch goes to an idle instance thread (one per instance, each
+// waiting for a batch); while none is idle the batch keeps growing. Work per
+// request is O(1) (O(log n) for a request with a queue timeout), whatever
+// the queue's length; an arrival ahead of the pending batch (a higher
+// level) re-forms it, at a cost bounded by its size.
 // A request larger than the largest preferred size runs alone; requests are
-// never split. Timed-out requests are rejected (REJECT) or moved behind all
-// others of their level (DELAY). With preserve_ordering, completions leave in
-// the order their batches were formed.
+// never split. Timed-out requests are rejected (REJECT) or moved behind every
+// request that has not timed out (DELAY). With preserve_ordering, completions
+// leave in the order their batches were formed.
 class DynamicBatcher : public Scheduler {
  public:
   // Starts one thread per runtime. Takes ownership of `runtimes`; `pool`,
@@ -73,30 +80,61 @@ class DynamicBatcher : public Scheduler {
 
  private:
   using RequestPtr = std::unique_ptr<InferRequest>;
+  struct Entry;
+  using EntryList = std::list<Entry>;
+  using DeadlineIndex = std::multimap<uint64_t, EntryList::iterator>;
 
-  struct Level {
-    QueuePolicy policy;
-    std::deque<RequestPtr> queue;    // arrival order
-    std::deque<RequestPtr> delayed;  // timed out under DELAY
-    size_t Size() const { return queue.size() + delayed.size(); }
+  // A waiting request. Its node moves (splice, never copied) between its
+  // segment's list and the pending batch.
+  struct Entry {
+    RequestPtr request;
+    uint32_t segment = 0;             // index into segments_
+    bool pending = false;             // in pending_.entries, not its segment
+    DeadlineIndex::iterator deadline; // deadlines_.end() without a timeout
+  };
+
+  // The batch being formed. All guarded by mu_.
+  struct PendingBatch {
+    EntryList entries;             // formation order
+    uint64_t size = 0;             // sum of the entries' batch sizes
+    uint64_t shape_key = 0;        // the first entry's
+    uint64_t oldest_enqueued_ns = 0;
+    size_t preferred_count = 0;    // entries in the longest preferred prefix
+    uint32_t last_segment = 0;     // segment of the last entry
+    bool valid = true;             // false: the queue order changed ahead of it
+  };
+
+  // The instance side of a batch hand-over. `batch` and `exit` guarded by mu_.
+  struct Instance {
+    ModelRuntime* runtime = nullptr;
+    std::condition_variable ready;   // signalled when `batch` or `exit` is set
+    std::vector<RequestPtr> batch;   // handed over by the batcher thread
+    uint64_t sequence = 0;           // formation order of `batch`
+    bool exit = false;
   };
 
   DynamicBatcher(const DynamicBatcherConfig& config,
                  std::vector<std::unique_ptr<ModelRuntime>> runtimes, HostMemoryPool* pool,
                  CompletionQueue* completions, ModelStats* stats);
 
-  void InstanceLoop(ModelRuntime* runtime);
+  void BatcherLoop();
+  void InstanceLoop(Instance* instance);
 
   // All *Locked helpers need mu_ held.
-  // Moves requests whose deadline passed: REJECT ones into `rejected`,
-  // DELAY ones to the back of their level.
+  // Applies the queue policy to requests whose deadline passed: REJECT ones
+  // move into `rejected`, DELAY ones to their delayed segment. O(expired).
   void ExpireLocked(uint64_t now, std::vector<RequestPtr>* rejected);
-  // How many queue-head requests to run now; 0 with `*wake_ns` set means
-  // wait until then (or an arrival), 0 with `*wake_ns` 0 means empty.
-  size_t PendingBatchLocked(uint64_t now, uint64_t* wake_ns) const;
-  // Removes the first `count` requests (in formation order) into `taken`.
-  void TakeLocked(size_t count, std::vector<RequestPtr>* taken);
-  bool EmptyLocked() const;
+  // Adds queue-head requests to the pending batch while they fit. Returns
+  // true when it cannot grow (full, or the next request does not fit).
+  bool ExtendPendingLocked();
+  // How many pending requests to run now; 0 with `*wake_ns` set means wait
+  // until then (or an event), 0 with `*wake_ns` 0 means nothing is pending.
+  size_t ReadyCountLocked(uint64_t now, bool closed, uint64_t* wake_ns) const;
+  // Moves the first `count` pending requests into `taken` and returns the
+  // rest to the queue heads.
+  void TakePendingLocked(size_t count, std::vector<RequestPtr>* taken);
+  // Returns every pending request to the head of its segment, in order.
+  void UnwindPendingLocked();
 
   // Records statistics and hands requests to the completion queue, holding
   // batches back until earlier ones are out when ordering is preserved.
@@ -105,24 +143,36 @@ class DynamicBatcher : public Scheduler {
 
   const DynamicBatcherConfig config_;
   const uint32_t max_preferred_;
+  const uint32_t level_count_;
+  std::vector<bool> is_preferred_;  // indexed by batch size
+  std::vector<QueuePolicy> policies_;  // index 0 = priority level 1
   std::vector<std::unique_ptr<ModelRuntime>> runtimes_;
+  std::vector<std::unique_ptr<Instance>> instances_;
   HostMemoryPool* const pool_;
   CompletionQueue* const completions_;
   ModelStats* const stats_;
 
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Level> levels_;     // index 0 = priority level 1; guarded by mu_
-  bool stopping_ = false;         // guarded by mu_
-  uint64_t next_sequence_ = 0;    // guarded by mu_
+  std::condition_variable batcher_cv_;  // wakes the batcher thread
+  // Queue order: segment i < level_count_ holds level i + 1's arrivals,
+  // segment level_count_ + i its requests delayed by a timeout.
+  std::vector<EntryList> segments_;     // guarded by mu_
+  DeadlineIndex deadlines_;             // guarded by mu_
+  PendingBatch pending_;                // guarded by mu_
+  std::vector<uint32_t> level_sizes_;   // waiting per level; guarded by mu_
+  size_t waiting_ = 0;                  // sum of level_sizes_; guarded by mu_
+  std::vector<Instance*> idle_;         // guarded by mu_
+  bool batcher_waiting_ = false;        // guarded by mu_
+  uint64_t batcher_wake_ns_ = 0;        // its timed wake; 0 = none; guarded by mu_
+  bool stopping_ = false;               // guarded by mu_
+  uint64_t next_sequence_ = 0;          // guarded by mu_
   std::atomic<size_t> inflight_{0};
 
   std::mutex order_mu_;
   uint64_t next_release_ = 0;                                // guarded by order_mu_
   std::map<uint64_t, std::vector<RequestPtr>> held_back_;   // guarded by order_mu_
 
-  std::mutex stop_mu_;
-  std::vector<std::thread> threads_;
+  SchedulerThreads threads_;
 };
 
 }  // namespace pyserver

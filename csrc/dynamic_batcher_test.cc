@@ -3,6 +3,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -59,6 +60,11 @@ class GatedRuntime : public ModelRuntime {
     cv_.wait(lock, [this] { return entered_; });
   }
 
+  bool Entered() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entered_;
+  }
+
   void Open() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -90,7 +96,7 @@ struct BatcherFixture {
   ModelStats stats;
   std::vector<GatedRuntime*> runtimes;
   std::unique_ptr<DynamicBatcher> batcher;
-  std::vector<float> values;  // one input element per request, kept alive here
+  std::deque<float> values;  // one input element per request; addresses stay put
 
   BatcherFixture(const DynamicBatcherConfig& config, int instances = 1, uint64_t gate = 0,
                  std::chrono::milliseconds slow = {}) {
@@ -102,7 +108,6 @@ struct BatcherFixture {
       runtimes.push_back(runtime.get());
       owned.push_back(std::move(runtime));
     }
-    values.reserve(1000);
     Status status = DynamicBatcher::Create(config, std::move(owned), pool.get(), queue.get(),
                                            &stats, &batcher);
     if (!status.IsOk()) std::fprintf(stderr, "  Create: %s\n", status.Message().c_str());
@@ -310,6 +315,110 @@ TEST(BatcherStopFinishesQueuedRequestsWithoutWaitingForTheDelay) {
   std::vector<std::unique_ptr<InferRequest>> out;
   f.queue->Drain(&out);
   EXPECT(out.size() == 2);
+}
+
+TEST(BatcherKeepsGrowingThePendingBatchWhileEveryInstanceIsBusy) {
+  BatcherFixture f(Batching(8, {}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  for (uint64_t i = 2; i <= 6; ++i) EXPECT(f.Enqueue(i).IsOk());
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 6).size() == 6);
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1}, {2, 3, 4, 5, 6}}));
+}
+
+TEST(BatcherHandsBatchesToAnIdleInstanceWhileAnotherIsBusy) {
+  // Every instance blocks on ticket 1; the other must serve the rest meanwhile.
+  BatcherFixture f(Batching(1, {}, 0), 2, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  GatedRuntime* busy = nullptr;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (busy == nullptr && std::chrono::steady_clock::now() < deadline) {
+    for (GatedRuntime* runtime : f.runtimes) {
+      if (runtime->Entered()) busy = runtime;
+    }
+    SleepMs(1);
+  }
+  EXPECT(busy != nullptr);
+  for (uint64_t i = 2; i <= 5; ++i) EXPECT(f.Enqueue(i).IsOk());
+  auto done = Collect(f.queue.get(), 4);
+  EXPECT(done.size() == 4);
+  for (auto& request : done) EXPECT(request->ticket != 1);
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 1).size() == 1);
+}
+
+TEST(BatcherRunsTheLongestPreferredPrefixAndKeepsTheRestQueued) {
+  BatcherFixture f(Batching(8, {2, 4}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  for (uint64_t i = 2; i <= 6; ++i) EXPECT(f.Enqueue(i).IsOk());
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 6).size() == 6);
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1}, {2, 3, 4, 5}, {6}}));
+}
+
+TEST(BatcherRunsAnotherShapeAtTheHeadBeforeLaterRequestsOfTheFirstShape) {
+  BatcherFixture f(Batching(8, {}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1, 1, 7).IsOk());
+  f.runtimes[0]->WaitEntered();
+  EXPECT(f.Enqueue(2, 1, 7).IsOk());
+  EXPECT(f.Enqueue(3, 1, 9).IsOk());
+  EXPECT(f.Enqueue(4, 1, 7).IsOk());
+  EXPECT(f.Enqueue(5, 1, 7).IsOk());
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 5).size() == 5);
+  EXPECT(f.runtimes[0]->Batches() ==
+         (std::vector<std::vector<uint64_t>>{{1}, {2}, {3}, {4, 5}}));
+}
+
+TEST(BatcherReformsThePendingBatchWhenAHigherPriorityRequestArrives) {
+  DynamicBatcherConfig config = Batching(4, {}, 10'000'000);
+  config.priority_levels = 2;
+  config.default_priority_level = 2;
+  BatcherFixture f(config);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT(f.Enqueue(1).IsOk());  // level 2: waits for company
+  EXPECT(f.Enqueue(2).IsOk());
+  SleepMs(20);
+  EXPECT(f.Enqueue(3, 1, 0, 1).IsOk());  // level 1: goes ahead of the pending batch
+  EXPECT(f.Enqueue(4, 1, 0, 1).IsOk());  // 4 requests: full, runs without the delay
+  EXPECT(Collect(f.queue.get(), 4).size() == 4);
+  EXPECT(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{3, 4, 1, 2}}));
+}
+
+TEST(BatcherRejectsATimedOutRequestOutOfThePendingBatchAndKeepsTheRest) {
+  DynamicBatcherConfig config = Batching(4, {}, 10'000'000);
+  config.default_queue_policy.allow_timeout_override = true;
+  BatcherFixture f(config);
+  EXPECT(f.Enqueue(1).IsOk());
+  EXPECT(f.Enqueue(2, 1, 0, 0, /*timeout_us=*/10'000).IsOk());
+  auto rejected = Collect(f.queue.get(), 1);
+  EXPECT(rejected.size() == 1 && rejected[0]->ticket == 2);
+  EXPECT(rejected.size() == 1 && rejected[0]->status.Message() == "Request timeout expired");
+  for (uint64_t i = 3; i <= 5; ++i) EXPECT(f.Enqueue(i).IsOk());
+  auto done = Collect(f.queue.get(), 4);
+  EXPECT(done.size() == 4);
+  for (auto& request : done) EXPECT(request->status.IsOk());
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1, 3, 4, 5}}));
+}
+
+TEST(BatcherServesAThousandQueuedRequestsInOrderInFullBatches) {
+  BatcherFixture f(Batching(8, {}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  for (uint64_t i = 2; i <= 1001; ++i) EXPECT(f.Enqueue(i).IsOk());
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 1001).size() == 1001);
+  auto batches = f.runtimes[0]->Batches();
+  EXPECT(batches.size() == 1 + 125);
+  uint64_t next = 1;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    EXPECT(b == 0 || batches[b].size() == 8);
+    for (uint64_t ticket : batches[b]) EXPECT(ticket == next++);
+  }
+  EXPECT(f.batcher->InflightCount() == 0);
 }
 
 }  // namespace
