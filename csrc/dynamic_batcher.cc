@@ -82,7 +82,9 @@ Status DynamicBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
                       std::to_string(level_count_));
   }
   const uint32_t segment = level - 1;
-  bool wake = false;
+  std::vector<Instance*> handed;
+  std::vector<RequestPtr> rejected;
+  bool wake_batcher = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return Status(StatusCode::kUnavailable, "model is being unloaded");
@@ -109,13 +111,15 @@ Status DynamicBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
     waiting_ += 1;
     inflight_.fetch_add(1);
     if (!pending_.entries.empty() && segment < pending_.last_segment) pending_.valid = false;
-    // With every instance busy the arrival waits for the next idle one, which
-    // wakes the batcher itself; only an earlier deadline needs it sooner.
-    wake = batcher_waiting_ &&
-           (!idle_.empty() ||
-            (r->deadline_ns != 0 && (batcher_wake_ns_ == 0 || r->deadline_ns < batcher_wake_ns_)));
+    // With every instance busy the request waits for the next one to go
+    // idle, which steps the machine itself; only its deadline is timed.
+    uint64_t event_ns = r->deadline_ns;
+    if (!idle_.empty()) event_ns = DispatchLocked(r->enqueued_ns, &rejected, &handed);
+    wake_batcher = BatcherSleepsPastLocked(event_ns);
   }
-  if (wake) batcher_cv_.notify_one();
+  for (Instance* instance : handed) instance->ready.notify_one();
+  if (wake_batcher) batcher_cv_.notify_one();
+  ReleaseRejected(&rejected);
   return Status::Success();
 }
 
@@ -218,48 +222,69 @@ void DynamicBatcher::UnwindPendingLocked() {
   pending_ = PendingBatch();
 }
 
+size_t DynamicBatcher::StepLocked(uint64_t now, std::vector<RequestPtr>* rejected,
+                                  uint64_t* wake_ns) {
+  ExpireLocked(now, rejected);
+  if (!pending_.valid) UnwindPendingLocked();
+  const bool closed = ExtendPendingLocked();
+  return ReadyCountLocked(now, closed, wake_ns);
+}
+
+uint64_t DynamicBatcher::DispatchLocked(uint64_t now, std::vector<RequestPtr>* rejected,
+                                        std::vector<Instance*>* handed) {
+  uint64_t wake_ns = 0;
+  while (true) {
+    const size_t ready = StepLocked(now, rejected, &wake_ns);
+    if (ready == 0 || idle_.empty()) break;  // a ready batch waits for the next idle instance
+    Instance* target = idle_.back();
+    idle_.pop_back();
+    TakePendingLocked(ready, &target->batch);
+    target->sequence = next_sequence_++;
+    handed->push_back(target);
+  }
+  return NextTimedEventLocked(wake_ns);
+}
+
+uint64_t DynamicBatcher::NextTimedEventLocked(uint64_t wake_ns) const {
+  if (deadlines_.empty()) return wake_ns;
+  const uint64_t deadline = deadlines_.begin()->first;
+  return wake_ns == 0 || deadline < wake_ns ? deadline : wake_ns;
+}
+
+bool DynamicBatcher::BatcherSleepsPastLocked(uint64_t event_ns) const {
+  return batcher_waiting_ && event_ns != 0 &&
+         (batcher_wake_ns_ == 0 || event_ns < batcher_wake_ns_);
+}
+
+void DynamicBatcher::ReleaseRejected(std::vector<RequestPtr>* rejected) {
+  if (rejected->empty()) return;
+  const uint64_t now = MonotonicNs();
+  for (RequestPtr& r : *rejected) r->compute_start_ns = r->compute_end_ns = now;
+  Release(rejected);
+}
+
 void DynamicBatcher::BatcherLoop() {
   std::vector<RequestPtr> rejected;
+  std::vector<Instance*> handed;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     const uint64_t now = MonotonicNs();
-    ExpireLocked(now, &rejected);
-    if (!pending_.valid) UnwindPendingLocked();
-    const bool closed = ExtendPendingLocked();
-    uint64_t wake_ns = 0;
-    const size_t count = ReadyCountLocked(now, closed, &wake_ns);
-    Instance* target = nullptr;
-    if (count > 0 && !idle_.empty()) {
-      target = idle_.back();
-      idle_.pop_back();
-      TakePendingLocked(count, &target->batch);
-      target->sequence = next_sequence_++;
-    }
-    if (target != nullptr || !rejected.empty()) {
+    const uint64_t event_ns = DispatchLocked(now, &rejected, &handed);
+    if (!handed.empty() || !rejected.empty()) {
       lock.unlock();
-      if (target != nullptr) target->ready.notify_one();
-      if (!rejected.empty()) {
-        const uint64_t done = MonotonicNs();
-        for (RequestPtr& r : rejected) r->compute_start_ns = r->compute_end_ns = done;
-        Release(&rejected);
-      }
+      for (Instance* instance : handed) instance->ready.notify_one();
+      handed.clear();
+      ReleaseRejected(&rejected);
       lock.lock();
       continue;
     }
     if (stopping_ && waiting_ == 0) break;
-    // A ready batch waits for an idle instance (which wakes us); a forming
-    // one for its delay; both for the next queue timeout or an arrival.
-    if (count > 0) wake_ns = 0;
-    if (!deadlines_.empty()) {
-      const uint64_t deadline = deadlines_.begin()->first;
-      if (wake_ns == 0 || deadline < wake_ns) wake_ns = deadline;
-    }
     batcher_waiting_ = true;
-    batcher_wake_ns_ = wake_ns;
-    if (wake_ns == 0) {
+    batcher_wake_ns_ = event_ns;
+    if (event_ns == 0) {
       batcher_cv_.wait(lock);
-    } else if (wake_ns > now) {
-      batcher_cv_.wait_for(lock, std::chrono::nanoseconds(wake_ns - now));
+    } else if (event_ns > now) {
+      batcher_cv_.wait_for(lock, std::chrono::nanoseconds(event_ns - now));
     }
     batcher_waiting_ = false;
     batcher_wake_ns_ = 0;
@@ -271,17 +296,42 @@ void DynamicBatcher::BatcherLoop() {
 
 void DynamicBatcher::InstanceLoop(Instance* instance) {
   Batch batch;
+  std::vector<RequestPtr> rejected;
   while (true) {
     std::vector<RequestPtr> taken;
     uint64_t sequence = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      idle_.push_back(instance);
-      if (batcher_waiting_ && waiting_ > 0) batcher_cv_.notify_one();
-      instance->ready.wait(lock, [instance] { return !instance->batch.empty() || instance->exit; });
-      if (instance->batch.empty()) return;
-      taken.swap(instance->batch);
-      sequence = instance->sequence;
+      while (taken.empty()) {
+        if (!instance->batch.empty()) {  // handed over while idle
+          taken.swap(instance->batch);
+          sequence = instance->sequence;
+          break;
+        }
+        if (instance->exit) return;
+        uint64_t wake_ns = 0;
+        const size_t ready = StepLocked(MonotonicNs(), &rejected, &wake_ns);
+        if (!rejected.empty()) {
+          lock.unlock();
+          ReleaseRejected(&rejected);
+          lock.lock();
+          continue;
+        }
+        // Stopping and nothing left waiting: the batcher thread may exit.
+        const bool drained = stopping_ && waiting_ == 0 && batcher_waiting_;
+        if (ready > 0) {
+          TakePendingLocked(ready, &taken);
+          sequence = next_sequence_++;
+          if (stopping_ && waiting_ == 0 && batcher_waiting_) batcher_cv_.notify_one();
+          break;
+        }
+        // Idle: a forming batch or a queue timeout needs the batcher's timer.
+        idle_.push_back(instance);
+        if (drained || BatcherSleepsPastLocked(NextTimedEventLocked(wake_ns))) {
+          batcher_cv_.notify_one();
+        }
+        instance->ready.wait(lock, [instance] { return !instance->batch.empty() || instance->exit; });
+      }
     }
     batch.requests.clear();
     batch.total_batch_size = 0;

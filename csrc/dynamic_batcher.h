@@ -40,22 +40,27 @@ struct DynamicBatcherConfig {
   std::map<uint32_t, QueuePolicy> priority_queue_policy;  // level -> policy
 };
 
-// One batcher thread per model owns the queues (one per priority level,
-// plus one per level for requests that timed out under DELAY) and the
-// pending batch: a prefix of the queue order (levels highest first, oldest
-// first, delayed requests last) that it extends as requests arrive, keeping
-// its size, shape key, oldest enqueue time and longest preferred prefix.
+// A state machine per model over its queues (one per priority level, plus
+// one per level for requests that timed out under DELAY) and its pending
+// batch: a prefix of the queue order (levels highest first, oldest first,
+// delayed requests last) kept with its size, shape key, oldest enqueue time
+// and longest preferred prefix, and extended as requests arrive.
 //   - A request joins the pending batch while its batch size fits under the
 //     largest preferred size and its shape_key matches the first's;
 //   - the longest prefix whose total is a preferred size is ready at once;
 //   - otherwise the batch is ready when it is full, when the next request
 //     does not fit, when the delay is 0, when stopping, or when its oldest
 //     request has waited max_queue_delay_us.
-// A ready batch goes to an idle instance thread (one per instance, each
-// waiting for a batch); while none is idle the batch keeps growing. Work per
-// request is O(1) (O(log n) for a request with a queue timeout), whatever
-// the queue's length; an arrival ahead of the pending batch (a higher
-// level) re-forms it, at a cost bounded by its size.
+// A ready batch goes to an idle instance (one thread per instance); while
+// none is idle the batch keeps growing. The machine advances on three
+// events, on the thread where each happens, so no request waits for a thread
+// hop the event did not need: an arrival (Enqueue hands a ready batch to an
+// idle instance), an instance going idle (it takes the next ready batch
+// itself), and time (the model's batcher thread sleeps until the next delay
+// expiry or queue timeout, then hands ready batches to idle instances).
+// Work per request is O(1) (O(log n) for a request with a queue timeout)
+// whatever the queue's length; an arrival ahead of the pending batch (a
+// higher level) re-forms it, at a cost bounded by its size.
 // A request larger than the largest preferred size runs alone; requests are
 // never split. Timed-out requests are rejected (REJECT) or moved behind every
 // request that has not timed out (DELAY). With preserve_ordering, completions
@@ -117,10 +122,22 @@ class DynamicBatcher : public Scheduler {
                  std::vector<std::unique_ptr<ModelRuntime>> runtimes, HostMemoryPool* pool,
                  CompletionQueue* completions, ModelStats* stats);
 
+  // The batcher thread: acts on delay expiries, queue timeouts and Stop().
   void BatcherLoop();
   void InstanceLoop(Instance* instance);
 
   // All *Locked helpers need mu_ held.
+  // Advances the machine to `now`: expires, re-forms if needed, extends.
+  // Returns how many pending requests are ready (see ReadyCountLocked).
+  size_t StepLocked(uint64_t now, std::vector<RequestPtr>* rejected, uint64_t* wake_ns);
+  // Hands ready batches to idle instances (appended to `handed`) while both
+  // exist. Returns the next moment the batcher thread must act; 0 = none.
+  uint64_t DispatchLocked(uint64_t now, std::vector<RequestPtr>* rejected,
+                          std::vector<Instance*>* handed);
+  // The earlier of `wake_ns` (0 = none) and the next queue timeout.
+  uint64_t NextTimedEventLocked(uint64_t wake_ns) const;
+  // True when the batcher thread sleeps past `event_ns` (0 = none).
+  bool BatcherSleepsPastLocked(uint64_t event_ns) const;
   // Applies the queue policy to requests whose deadline passed: REJECT ones
   // move into `rejected`, DELAY ones to their delayed segment. O(expired).
   void ExpireLocked(uint64_t now, std::vector<RequestPtr>* rejected);
@@ -140,6 +157,8 @@ class DynamicBatcher : public Scheduler {
   // batches back until earlier ones are out when ordering is preserved.
   void Finish(std::vector<RequestPtr> requests, uint64_t sequence);
   void Release(std::vector<RequestPtr>* requests);
+  // Completes timed-out requests (no lock held).
+  void ReleaseRejected(std::vector<RequestPtr>* rejected);
 
   const DynamicBatcherConfig config_;
   const uint32_t max_preferred_;
