@@ -113,7 +113,7 @@ class DynamicBatcher : public Scheduler {
   struct Instance {
     ModelRuntime* runtime = nullptr;
     std::condition_variable ready;   // signalled when `batch` or `exit` is set
-    std::vector<RequestPtr> batch;   // handed over by the batcher thread
+    std::vector<RequestPtr> batch;   // handed over by Enqueue or the batcher thread
     uint64_t sequence = 0;           // formation order of `batch`
     bool exit = false;
   };
