@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,14 @@ def test_drain_hold_rejects_what_is_not_a_duration(value):
     assert done.returncode == 2
     assert "--drain-hold-secs" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_snippet_run_in_the_repository_root_uses_the_installed_package():
+    """``python -c`` in a checkout puts the source folder first on the path;
+    the README's snippets must still find the compiled core and protos."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c",
+                           "import pyserver._core, pyserver.protos.api_pb2 as m; print(m.__file__)"],
+                          capture_output=True, text=True, timeout=TIMEOUT_S, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert not done.stdout.strip().startswith(str(root / "pyserver")), done.stdout
