@@ -5,14 +5,21 @@
 # /opt/pyserver, the models; no compiler, no pip, no onnx. Runs as uid 10001.
 ARG BASE=docker.io/library/debian:bookworm-slim
 
+# checkov:skip=CKV_DOCKER_7:FROM names the build argument BASE, whose default above is a versioned tag
 FROM ${BASE} AS build
+ARG DEBIAN_FRONTEND=noninteractive
+# Where PyPI is reached through a TLS-inspecting proxy, hand pip the CA bundle that
+# trusts it: podman build -v /etc/ssl/certs:/run/host-certs:ro \
+#   --build-arg PIP_CERT=/run/host-certs/ca-certificates.crt ...
+ARG PIP_CERT=
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # onnx and Pillow only make the example models, from a folder the image leaves behind.
-RUN python3 -m venv /opt/pyserver \
+RUN { [ -n "$PIP_CERT" ] || unset PIP_CERT; } \
+    && python3 -m venv /opt/pyserver \
     && /opt/pyserver/bin/pip install --no-cache-dir . \
     && /opt/pyserver/bin/pip install --no-cache-dir --target /opt/store-tools "onnx>=1.15" \
     && PYTHONPATH=/opt/store-tools /opt/pyserver/bin/python -m pyserver.examples.store /models \
@@ -21,6 +28,7 @@ RUN python3 -m venv /opt/pyserver \
     && /opt/pyserver/bin/python -m compileall -q /opt/pyserver/lib
 
 FROM ${BASE}
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 libstdc++6 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/* \
