@@ -3,6 +3,7 @@ and an in-process Python API (``pyserver.Server``)."""
 
 __version__ = "0.1.0"
 
+
 def _prefer_the_installed_copy() -> None:
     """Python started in a source checkout (``python -c``, a REPL, a
     heredoc) finds this folder first, which lacks the compiled core and the
