@@ -3,7 +3,7 @@
 (``pyserver.protos``), no client library: Status for the model config,
 then one Infer with a classification output.
 
-    python examples/grpc_image_client.py -u localhost:8001 -m image_classifier -c 3 cat.png
+    python examples/grpc_image_client.py -u localhost:8001 -m image_classifier -c 3 images/noise.png
 
 Failures print one line on stderr and exit with status 1.
 """

@@ -4,8 +4,8 @@ image_client): preprocess each image from the model's config (NCHW or NHWC,
 channel count, --scaling), send them in batches of -b, print the top -c
 classes with labels.
 
-    python examples/image_client.py -m image_classifier -c 3 -s INCEPTION cat.png
-    python examples/image_client.py -i grpc -u localhost:8001 -m image_classifier a.png b.png -b 2
+    python examples/image_client.py -m image_classifier -c 3 -s INCEPTION images/noise.png
+    python examples/image_client.py -i grpc -u localhost:8001 -m image_classifier images/ -b 2
 
 Any failure (unreachable server, unknown model, a file that is not an
 image, ...) prints one line on stderr and exits with status 1.
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"batch size {args.batch_size} exceeds the model's maximum "
                                  f"{limit}")
             images = [preprocess(f, c, h, w, fmt, dtype, args.scaling) for f in files]
-            # Fill the last batch by wrapping around the list, as the seed's client does.
-            pad = -len(files) % args.batch_size
-            files += [files[i % len(files)] for i in range(pad)]
-            images += [images[i % len(images)] for i in range(pad)]
+            # The last batch holds what is left (it may be smaller than -b).
             for start in range(0, len(images), args.batch_size):
                 batch = np.stack(images[start:start + args.batch_size])
                 if config.max_batch_size == 0:

@@ -6,7 +6,7 @@ recorded install spec is unchanged and whose venv still imports is skipped.
     python perf/install_peers.py triton mlserver # some
     python perf/install_peers.py --force kserve  # reinstall one
 
-Peers (facts in shared/reference/peers.md):
+Peers (versions and install notes, as found on PyPI and Debian):
 
 - triton:        nvidia-pytriton==0.7.0 (carries tritonserver 2.51 + python backend)
                  with onnxruntime for the Python-backend model.py

@@ -3,6 +3,30 @@ and an in-process Python API (``pyserver.Server``)."""
 
 __version__ = "0.1.0"
 
+
+def _prefer_the_installed_copy() -> None:
+    """Python started in a source checkout (``python -c``, a REPL, a
+    heredoc) finds this folder first, which lacks the compiled core and the
+    generated protos; the submodules are then taken from the installed
+    copy of the same package, if there is one."""
+    import importlib.metadata
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    if (here / "protos").is_dir():
+        return  # an installed (or built in place) copy
+    try:
+        installed = Path(importlib.metadata.distribution("pyserver").locate_file("pyserver"))
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if installed.resolve() != here and (installed / "protos").is_dir():
+        __path__[:] = [str(installed)]
+
+
+_prefer_the_installed_copy()
+del _prefer_the_installed_copy
+
+
 _PUBLIC = {
     "Server": "pyserver.inprocess",
     "InferenceRequest": "pyserver.api.request",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from pyserver import metrics
+from pyserver import __version__, metrics
 from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
 from pyserver.grpc.v2_service import V2GrpcService
@@ -20,13 +21,20 @@ from pyserver.http.connection import HttpLimits
 from pyserver.http.listener import PARSERS, serve_http
 from pyserver.http.v1_api import V1HttpApi
 from pyserver.http.v2_api import HttpRouter, V2HttpApi
-from pyserver.server import InferenceServer, ModelControlMode, ServerOptions
+from pyserver.server import InferenceServer, ModelControlMode, ServerOptions, ShutdownReport
 
 log = logging.getLogger("pyserver")
 
 # After the drain, how long gRPC calls still open get to send their last
 # answers before they are cancelled.
 GRPC_FLUSH_SECS = 1.0
+
+
+# Exit codes beyond 0 (clean) and 1 (could not start).
+EXIT_ABANDONED_WORK = 3  # shutdown answered requests UNAVAILABLE or left a model stuck
+# After the exit timeout, how long models get to unload before the process
+# exits without them (an instance stuck in a model never returns).
+UNLOAD_TIMEOUT_SECS = 5.0
 
 
 def _bool(text: str) -> bool:
@@ -38,37 +46,94 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with its default; description and epilog
+    keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is argparse.SUPPRESS or action.nargs == 0 or "%(default)" in text:
+            return text
+        if action.required:
+            return text + " (required)"
+        default = action.default
+        if isinstance(default, bool):
+            shown = "true" if default else "false"
+        elif default is None or default == []:
+            shown = "none"
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def _add_bool(p: argparse.ArgumentParser, *names: str, default: bool, help: str,
+              dest: str | None = None) -> None:
+    """A boolean flag: ``--name`` or ``--name=true`` turns it on,
+    ``--name=false`` off."""
+    p.add_argument(*names, dest=dest, type=_bool, nargs="?", const=True, default=default,
+                   metavar="true|false", help=help)
+
+
+DESCRIPTION = """\
+Inference server for a model store: the v1 API (TensorRT Inference Server:
+/api/health, /api/status, /api/infer, gRPC GRPCService) and the v2 API
+(KServe / Open Inference Protocol, Triton's extensions: /v2/..., gRPC
+inference.GRPCInferenceService) on the same HTTP and gRPC ports, and
+Prometheus metrics.
+"""
+
+EPILOG = """\
+Booleans: --flag or --flag=true turns one on, --flag=false turns it off.
+
+Health: v1 /api/health/ready is 200 once the server has started; v1
+/api/health/live is 200 only while every model is loaded (unless
+--strict-liveness=false). v2 /v2/health/live is 200 while the process serves;
+/v2/health/ready is 200 only while every model is ready (same flag).
+
+Shutdown (SIGTERM or SIGINT): readiness turns false at once on both APIs;
+requests are still served for --drain-hold-secs (a second signal cuts the
+hold short); then the listeners close and accepted requests get up to
+--exit-timeout-secs to finish. Those still queued or running then are
+answered UNAVAILABLE. Exit status 0 when everything accepted was answered,
+3 when work was abandoned (the log says how much), 1 when start-up failed.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyserver",
-                                description="Inference server (v1 HTTP and gRPC APIs).")
+    p = argparse.ArgumentParser(prog="pyserver", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"pyserver {__version__}")
     p.add_argument("--model-store", "--model-repository", dest="model_store", required=True,
+                   metavar="DIR",
                    help="model store folder: <store>/<model>/config.pbtxt and version folders")
     p.add_argument("--id", default="inference:0", help="server id reported in status")
-    p.add_argument("--http-address", default="0.0.0.0")
-    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--http-address", default="0.0.0.0",
+                   help="address of the HTTP listener (v1 and v2)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (v1 and v2)")
     p.add_argument("--http-parser", choices=PARSERS, default="httptools",
-                   help="HTTP/1.1 parser: httptools (llhttp, in C; the default) or h11 (pure "
-                        "Python, the reference); both pass the same protocol tests")
-    p.add_argument("--allow-grpc", type=_bool, nargs="?", const=True, default=True,
-                   help="serve the v1 gRPC API (default true)")
-    p.add_argument("--grpc-address", default="0.0.0.0")
-    p.add_argument("--grpc-port", type=int, default=8001)
+                   help="HTTP/1.1 parser: httptools (llhttp, in C) or h11 (pure Python, the "
+                        "reference); both pass the same protocol tests")
+    _add_bool(p, "--allow-grpc", default=True, help="serve gRPC (v1 GRPCService and v2 "
+                                                     "GRPCInferenceService)")
+    p.add_argument("--grpc-address", default="0.0.0.0", help="address of the gRPC listener")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (v1 and v2)")
     p.add_argument("--grpc-max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
-                   help="largest gRPC message accepted or sent, in bytes")
-    p.add_argument("--allow-metrics", type=_bool, nargs="?", const=True, default=True,
-                   help="serve Prometheus metrics at /metrics (default true)")
-    p.add_argument("--allow-gpu-metrics", type=_bool, nargs="?", const=True, default=True,
-                   help="add NVML GPU gauges where a GPU is found (default true)")
-    p.add_argument("--metrics-address", default="0.0.0.0")
-    p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024,
+                   metavar="BYTES", help="largest gRPC message accepted or sent, in bytes")
+    _add_bool(p, "--allow-metrics", default=True, help="serve Prometheus metrics at /metrics")
+    _add_bool(p, "--allow-gpu-metrics", default=True,
+              help="add NVML GPU gauges where a GPU is found")
+    p.add_argument("--metrics-address", default="0.0.0.0",
+                   help="address of the metrics listener")
+    p.add_argument("--metrics-port", type=int, default=8002, help="metrics port")
+    p.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024, metavar="BYTES",
                    help="largest request body accepted, in bytes")
-    p.add_argument("--strict-liveness", "--strict-readiness", dest="strict_readiness",
-                   type=_bool, nargs="?", const=True, default=True,
-                   help="ready only when every model is ready (default true)")
-    p.add_argument("--exit-on-error", type=_bool, nargs="?", const=True, default=True,
-                   help="exit when a model fails to load at start-up (default true)")
-    p.add_argument("--repository-poll-secs", type=float, default=15.0,
+    _add_bool(p, "--strict-liveness", "--strict-readiness", dest="strict_readiness",
+              default=True,
+              help="the model check of health: v1 live and v2 ready are true only while every "
+                   "model is ready (--strict-readiness is Triton's name for it)")
+    _add_bool(p, "--exit-on-error", default=True,
+              help="exit when a model fails to load at start-up")
+    p.add_argument("--repository-poll-secs", type=float, default=15.0, metavar="SECS",
                    help="poll mode: rescan the store this often")
     p.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode],
                    default="poll",
@@ -77,15 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-model", action="append", default=[], metavar="NAME",
                    help="explicit mode: a model to load at start-up (repeatable)")
     p.add_argument("--pinned-memory-pool-byte-size", type=int, default=256 * 1024 * 1024,
+                   metavar="BYTES",
                    help="bytes of (pinned where CUDA is present) host memory kept for reuse "
                         "by the batcher")
-    p.add_argument("--exit-timeout-secs", type=float, default=30.0,
-                   help="on shutdown, wait this long for requests in flight")
+    p.add_argument("--drain-hold-secs", type=_non_negative, default=0.0, metavar="SECS",
+                   help="on SIGTERM, keep serving this long with readiness false (so that a "
+                        "load balancer or Kubernetes removes the endpoint) before the "
+                        "listeners close")
+    p.add_argument("--exit-timeout-secs", type=_non_negative, default=30.0, metavar="SECS",
+                   help="once the listeners are closed, wait this long for the requests in "
+                        "flight; those left are answered UNAVAILABLE")
     p.add_argument("--event-loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
                    help="event loop: the standard one, uvloop (if installed), or auto "
                         "(uvloop when installed)")
-    p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0)
+    p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, metavar="LEVEL",
+                   help="log debug messages when > 0 (--log-verbose alone: 1)")
     return p
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got '{text}'")
+    return value
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -95,6 +177,7 @@ async def run(args: argparse.Namespace) -> int:
                             model_control_mode=ModelControlMode(args.model_control_mode),
                             startup_models=tuple(args.load_model),
                             exit_timeout_secs=args.exit_timeout_secs,
+                            unload_timeout_secs=UNLOAD_TIMEOUT_SECS,
                             pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size)
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)
@@ -122,19 +205,56 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     server.mark_ready()
 
-    stop = asyncio.Event()
+    signals = _ShutdownSignals(server)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.received, sig)
     poll_secs = (options.repository_poll_secs
                  if options.model_control_mode == ModelControlMode.POLL else 0)
     poller = loop.create_task(_poll(server, poll_secs))
-    await stop.wait()
+    await signals.first.wait()
+    poller.cancel()
+    if args.drain_hold_secs > 0:
+        log.info("draining: readiness is false; serving for %.1f s more (--drain-hold-secs)",
+                 args.drain_hold_secs)
+        try:
+            await asyncio.wait_for(signals.second.wait(), args.drain_hold_secs)
+            log.info("second signal: ending the drain hold early")
+        except asyncio.TimeoutError:
+            pass
 
     log.info("shutting down: refusing new requests, draining those in flight")
-    poller.cancel()
-    await endpoints.stop(server)
-    log.info("server stopped")
-    return 0
+    report = await endpoints.stop(server)
+    if report.clean:
+        log.info("server stopped")
+        return 0
+    log.error("server stopped abandoning work: %d requests answered UNAVAILABLE at the exit "
+              "timeout%s", report.abandoned_requests,
+              "; models did not unload (an instance is stuck)" if report.stuck_unload else "")
+    if report.stuck_unload:
+        # The stuck instance threads would hold up the interpreter's exit.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_ABANDONED_WORK)
+    return EXIT_ABANDONED_WORK
+
+
+class _ShutdownSignals:
+    """The first SIGTERM / SIGINT starts the drain (readiness false at
+    once); a second one ends the drain hold early."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self.server = server
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+
+    def received(self, signum: int) -> None:
+        if self.first.is_set():
+            self.second.set()
+            return
+        self.server.begin_drain()
+        log.info("%s received: readiness is false from now on", signal.Signals(signum).name)
+        self.first.set()
 
 
 def _port_conflict(args: argparse.Namespace) -> str:
@@ -186,17 +306,20 @@ class Endpoints:
                 HttpLimits(max_body_bytes=65536), self.metrics_connections, parser="h11")
             log.info("Started Metrics Service at %s:%d", args.metrics_address, args.metrics_port)
 
-    async def stop(self, server: InferenceServer) -> None:
+    async def stop(self, server: InferenceServer) -> ShutdownReport:
         """Graceful: stops accepting, lets the server drain the requests it
-        accepted (up to its exit timeout), sends their answers, closes."""
+        accepted (up to its exit timeout, then answers the rest
+        UNAVAILABLE), sends their answers, closes. Returns the server's
+        shutdown report."""
         if self.http_server is not None:
             self.http_server.close()
         stopping = None
         if self.grpc_server is not None:
             # New calls are refused from now on; open ones may still finish.
-            stopping = asyncio.ensure_future(
-                self.grpc_server.stop(server.options.exit_timeout_secs))
-        await server.shutdown()
+            stopping = asyncio.ensure_future(self.grpc_server.stop(
+                server.options.exit_timeout_secs + server.options.unload_timeout_secs +
+                GRPC_FLUSH_SECS))
+        report = await server.shutdown()
         for connection in list(self.http_connections):
             connection.shutdown()
         if stopping is not None:
@@ -209,6 +332,11 @@ class Endpoints:
             await self.metrics_server.wait_closed()
         if self.http_server is not None:
             await self.http_server.wait_closed()
+        if not report.clean:
+            # Let the transports write the UNAVAILABLE answers before an exit
+            # that may not wait for them.
+            await asyncio.sleep(GRPC_FLUSH_SECS / 4)
+        return report
 
 
 async def _poll(server: InferenceServer, interval: float) -> None:

@@ -53,7 +53,7 @@ def internal(message: str) -> ServerError:
 # -- the one table from codes to transport statuses ---------------------------
 
 # v1 HTTP answers 200 only on SUCCESS and 400 for every other code
-# (reference/v1-protocol-facts.md §2.3).
+# (as the v1 server did).
 def v1_http_status(code: Code) -> int:
     return 200 if code == Code.SUCCESS else 400
 

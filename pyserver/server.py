@@ -15,6 +15,7 @@ import asyncio
 import enum
 import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,21 @@ class ServerOptions:
     model_control_mode: ModelControlMode = ModelControlMode.POLL
     startup_models: tuple[str, ...] = ()  # explicit mode: models loaded at start-up
     exit_timeout_secs: float = 30.0
+    unload_timeout_secs: float = 10.0  # after the exit timeout, for instances to stop
     gpu_count: int = 0
     pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
+
+
+@dataclass
+class ShutdownReport:
+    """What ``InferenceServer.shutdown`` had to give up on."""
+
+    abandoned_requests: int = 0  # answered UNAVAILABLE at the exit timeout
+    stuck_unload: bool = False   # some instance did not stop in time
+
+    @property
+    def clean(self) -> bool:
+        return not self.abandoned_requests and not self.stuck_unload
 
 
 class InferenceServer:
@@ -85,6 +99,7 @@ class InferenceServer:
         self._pending: dict[int, _Call] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_ids = itertools.count(1)
+        self.draining = False
 
     # -- start and stop -----------------------------------------------------
 
@@ -110,19 +125,45 @@ class InferenceServer:
     def mark_ready(self) -> None:
         self.state = ServerState.READY
 
-    async def shutdown(self) -> None:
-        """Refuses new requests, waits for accepted ones (up to the exit
-        timeout), then unloads every model."""
+    def begin_drain(self) -> None:
+        """Readiness turns false on every API from now on; requests are
+        still accepted and served until ``shutdown``."""
+        self.draining = True
+
+    async def shutdown(self) -> ShutdownReport:
+        """Refuses new requests and waits for accepted ones up to the exit
+        timeout. At the deadline the requests still queued or running are
+        answered UNAVAILABLE. Then unloads every model, waiting at most
+        ``unload_timeout_secs`` for instances that do not return (a stuck
+        model): the report says whether work was abandoned."""
         self.state = ServerState.EXITING
+        self.draining = True
+        report = ShutdownReport()
         deadline = time.monotonic() + self.options.exit_timeout_secs
         while self._pending and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._pending:
-            log.warning("exit timeout: %d requests still in flight", len(self._pending))
-        await asyncio.get_running_loop().run_in_executor(None, self.repository.stop)
-        self._drain()
+            report.abandoned_requests = len(self._pending)
+            log.warning("exit timeout (%.1f s): answering %d requests still queued or running "
+                        "UNAVAILABLE", self.options.exit_timeout_secs, report.abandoned_requests)
+            self._fail_pending("Server exiting: exit timeout reached before the request finished")
+        if not await _in_daemon_thread(self.repository.stop, self.options.unload_timeout_secs):
+            report.stuck_unload = True
+            log.error("models did not unload within %.1f s (an instance is stuck)",
+                      self.options.unload_timeout_secs)
+        else:
+            self._drain()
         if self._loop is not None:
             self._loop.remove_reader(self._completions.fileno())
+        return report
+
+    def _fail_pending(self, message: str) -> None:
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            try:
+                call.on_done(self._failure(call, unavailable(message)))
+            except Exception:
+                log.exception("completion callback failed")
 
     def poll_repository(self) -> None:
         """Rescans the store (worker thread). Blocks while models load."""
@@ -148,15 +189,34 @@ class InferenceServer:
 
     # -- health ---------------------------------------------------------------
 
+    # v1 (the seed): ready = the server has initialised (and is not
+    # draining); live = every model loaded, relaxed by strict_readiness=False
+    # (--strict-liveness=false). v2 (KServe, Triton): live = the process is
+    # up; ready = serving and every model ready (relaxed by the same flag).
+
     @property
     def live(self) -> bool:
+        """v2 / KServe liveness."""
         return self.state in (ServerState.READY, ServerState.EXITING)
 
     @property
     def ready(self) -> bool:
-        if self.state != ServerState.READY:
+        """v2 / KServe readiness."""
+        if self.state != ServerState.READY or self.draining:
             return False
         return self.repository.all_ready() if self.options.strict_readiness else True
+
+    @property
+    def v1_live(self) -> bool:
+        """v1 /api/health/live."""
+        if self.state not in (ServerState.READY, ServerState.EXITING):
+            return False
+        return self.repository.all_ready() if self.options.strict_readiness else True
+
+    @property
+    def v1_ready(self) -> bool:
+        """v1 /api/health/ready."""
+        return self.state == ServerState.READY and not self.draining
 
     def next_request_id(self) -> int:
         """Server-side request number reported in v1 RequestStatus."""
@@ -369,3 +429,29 @@ def _version_status(name: str, number: int, version: ModelVersion) -> VersionSta
                          version.reason, snapshot["execution_count"],
                          snapshot["inference_count"], last_ms,
                          dict(snapshot["by_batch_size"]))
+
+
+async def _in_daemon_thread(work: Callable[[], None], timeout: float) -> bool:
+    """Runs ``work`` in a daemon thread (one that cannot hold up the
+    process's exit) and waits at most ``timeout`` seconds for it. True if it
+    returned in time; its exceptions are logged."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+
+    def target() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("%s failed", getattr(work, "__qualname__", "shutdown step"))
+        finally:
+            try:
+                loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+            except RuntimeError:  # the loop closed while this thread was stuck
+                pass
+
+    threading.Thread(target=target, name="pyserver-unload", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(finished), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False

@@ -62,8 +62,8 @@ class ServerProcess:
     """``python -m pyserver`` on free ports (HTTP, gRPC, metrics), its
     output in a log file.
 
-    With ``wait=True`` the constructor returns once ``/api/health/live``
-    answers 200 (at most 30 s), and raises with the log if the process dies
+    With ``wait=True`` the constructor returns once ``/api/health/ready``
+    (v1: the server has started) answers 200 (at most 30 s), and raises with the log if the process dies
     first. The gRPC and metrics listeners are bound before the HTTP one
     answers.
     """
@@ -100,16 +100,16 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode} before it was "
-                                   f"live:\n{self.log_text()}")
+                                   f"ready:\n{self.log_text()}")
             try:
-                status, _, _ = http_request(self.port, "GET", "/api/health/live", timeout=1.0)
+                status, _, _ = http_request(self.port, "GET", "/api/health/ready", timeout=1.0)
                 if status == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"server not live after {timeout} s:\n{self.log_text()}")
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log_text()}")
 
     def wait(self, timeout: float = 15.0) -> int:
         """Exit code, once the process ends by itself (kill on timeout)."""

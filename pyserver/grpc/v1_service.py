@@ -22,7 +22,7 @@ from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, internal, invalid_arg
 from pyserver.protocol import v1_grpc, v1_infer, v1_status
 from pyserver.protos import grpc_service_pb2 as gs
-from pyserver.server import InferenceServer, ServerState
+from pyserver.server import InferenceServer
 
 log = logging.getLogger("pyserver.grpc")
 
@@ -68,15 +68,15 @@ class V1GrpcService:
         try:
             mode = v1_grpc.parse(gs.HealthRequest, data).mode
             if mode == "live":
-                healthy = server.live
+                healthy = server.v1_live
             elif mode == "ready":
-                healthy = server.ready
+                healthy = server.v1_ready
             else:
                 raise ServerError(Code.UNKNOWN, f"unknown health mode '{mode}'")
         except ServerError as exc:
             return gs.HealthResponse(request_status=self._status(exc)).SerializeToString()
         status = self._status()
-        if not healthy and server.state == ServerState.EXITING:
+        if not healthy and server.draining:
             status = self._status(ServerError(Code.UNAVAILABLE, "Server exiting"))
         return gs.HealthResponse(request_status=status, health=healthy).SerializeToString()
 

@@ -16,7 +16,7 @@ from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, invalid_arg, v1_http_status
 from pyserver.http.connection import RequestCycle
 from pyserver.protocol import v1_infer, v1_status
-from pyserver.server import InferenceServer, ServerState
+from pyserver.server import InferenceServer
 
 log = logging.getLogger("pyserver.http")
 
@@ -66,13 +66,13 @@ class V1HttpApi:
 
     def _health(self, cycle: RequestCycle, mode: bytes) -> None:
         if mode == b"/live":
-            healthy = self.server.live
+            healthy = self.server.v1_live
         elif mode == b"/ready":
-            healthy = self.server.ready
+            healthy = self.server.v1_ready
         else:
             return cycle.respond(400, [_TEXT], b"health mode must be /live or /ready")
         code, message = Code.SUCCESS, ""
-        if not healthy and self.server.state == ServerState.EXITING:
+        if not healthy and self.server.draining:
             code, message = Code.UNAVAILABLE, "Server exiting"
         cycle.respond(200 if healthy else 400, [self._nv_status(code, message)])
 

@@ -3,7 +3,7 @@
 ``protos/model_config.proto`` is the one definition of a model's configuration.
 ``normalize`` is the one place defaults are filled; the normalised config is what
 the server schedules from and what status reports
-(reference/v1-protocol-facts.md sections 7.1, 7.3, 7.4, 7.5).
+(as the v1 server normalised it: defaults, batching, instance groups, version policy).
 """
 
 from __future__ import annotations

@@ -100,6 +100,29 @@ def test_image_client_matches_onnxruntime(server, images, session, protocol, sca
             assert value == pytest.approx(float(scores[idx]), rel=1e-3, abs=1e-6)
 
 
+def test_image_client_reports_each_image_once_when_the_last_batch_is_short(server, images):
+    done = run("image_client.py", "-u", _url(server, "http"), "-m", "image_classifier",
+               "-c", "1", "-b", "2", *map(str, images))
+    assert done.returncode == 0, done.stderr
+    reported = [line for line in done.stdout.splitlines() if line.startswith("Image '")]
+    assert reported == [f"Image '{path}':" for path in images]
+
+
+def test_sample_images_serve_as_written_in_the_readme(server, tmp_path):
+    """``python -m pyserver.examples.sample_images images``, then the README's
+    image_client line on the folder."""
+    folder = tmp_path / "images"
+    made = subprocess.run([sys.executable, "-m", "pyserver.examples.sample_images", str(folder)],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert made.returncode == 0, made.stderr
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["blocks.png", "gradient.jpg", "noise.png"]
+    done = run("image_client.py", "-u", _url(server, "http"), "-m", "image_classifier", "-c",
+               "3", "-s", "INCEPTION", "-b", "2", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert set(parse_output(done.stdout)) == {str(folder / name) for name in names}
+
+
 def test_grpc_image_client(server, images, session):
     done = run("grpc_image_client.py", "-u", server.grpc_target, "-m", "image_classifier",
                "-c", "2", "-s", "VGG", *map(str, images[:2]))

@@ -138,17 +138,17 @@ def test_missing_model_store_exits_non_zero(tmp_path):
 
 
 def _exits_or_serves(srv: ServerProcess) -> str:
-    """'exited' or 'live', whichever happens first (bounded)."""
+    """'exited' or 'ready', whichever happens first (bounded)."""
     def settled():
         if srv.proc.poll() is not None:
             return "exited"
         try:
-            if http_request(srv.port, "GET", "/api/health/live", timeout=1)[0] == 200:
-                return "live"
+            if http_request(srv.port, "GET", "/api/health/ready", timeout=1)[0] == 200:
+                return "ready"
         except OSError:
             pass
         return None
-    return wait_until(settled, 30, 0.05, what="server exited or live")
+    return wait_until(settled, 30, 0.05, what="server exited or ready")
 
 
 @pytest.mark.parametrize("policy", ["", "version_policy: { specific { versions: [ 5 ] } }"],

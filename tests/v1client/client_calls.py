@@ -10,7 +10,7 @@ stream_async; ``repeat`` runs the same request that many times).
 Errors print ``{"error": message}``; the exit code is 0 either way.
 
 Quirks of the client under today's Python that this script works around
-(shared/reference/peers.md): ``ServerStatusContext`` (and
+(found by running it): ``ServerStatusContext`` (and
 ``ModelRepositoryContext``) hand a ctypes array to ``ParseFromString``, which
 pure-Python protobuf rejects, so those messages are parsed from
 ``bytes(buf)``; map fields may read as lists of key/value entries, so they

@@ -10,7 +10,7 @@
 # LD_LIBRARY_PATH=CACHE_DIR/libssl/usr/lib/x86_64-linux-gnu (see
 # tests/v1client/test_v1_client.py, which sets both).
 #
-# Why these pins (shared/reference/peers.md): the client uses np.object
+# Why these pins: the client uses np.object
 # (numpy<1.24) and old generated protobuf modules (protobuf 3.20.3, pure
 # Python); librequest.so links libssl.so.1.1, which Debian 12 no longer
 # ships, so Debian 11's libssl1.1 is downloaded with apt through a one-off
