@@ -48,7 +48,6 @@ constexpr int kTypeMap = 3;
 constexpr int kTypeOptional = 6;
 // OrtAllocatorType / OrtMemType.
 constexpr int kDeviceAllocator = 0;
-constexpr int kMemTypeCpuOutput = -1;
 constexpr int kMemTypeDefault = 0;
 
 // ONNXTensorElementDataType.
@@ -107,11 +106,9 @@ enum Slot : int {
   kGetDimensionsCount = 61,
   kGetDimensions = 62,
   kGetTensorTypeAndShape = 65,
-  kCreateMemoryInfo = 68,
   kCreateCpuMemoryInfo = 69,
   kAllocatorFree = 76,
   kGetAllocatorWithDefaultOptions = 78,
-  kReleaseEnv = 92,
   kReleaseStatus = 93,
   kReleaseMemoryInfo = 94,
   kReleaseSession = 95,
@@ -176,12 +173,9 @@ struct Api {
   Status* (*GetDimensionsCount)(const TensorTypeAndShapeInfo* info, size_t* out);
   Status* (*GetDimensions)(const TensorTypeAndShapeInfo* info, int64_t* dims, size_t rank);
   Status* (*GetTensorTypeAndShape)(const Value* value, TensorTypeAndShapeInfo** out);
-  Status* (*CreateMemoryInfo)(const char* name, int allocator_type, int device, int mem_type,
-                              MemoryInfo** out);
   Status* (*CreateCpuMemoryInfo)(int allocator_type, int mem_type, MemoryInfo** out);
   Status* (*AllocatorFree)(Allocator* allocator, void* p);
   Status* (*GetAllocatorWithDefaultOptions)(Allocator** out);
-  void (*ReleaseEnv)(Env*);
   void (*ReleaseStatus)(Status*);
   void (*ReleaseMemoryInfo)(MemoryInfo*);
   void (*ReleaseSession)(Session*);

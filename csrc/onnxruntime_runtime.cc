@@ -165,11 +165,9 @@ Status OrtLibrary::Load(const std::string& path) {
   slot(&api_.GetDimensionsCount, ort::kGetDimensionsCount);
   slot(&api_.GetDimensions, ort::kGetDimensions);
   slot(&api_.GetTensorTypeAndShape, ort::kGetTensorTypeAndShape);
-  slot(&api_.CreateMemoryInfo, ort::kCreateMemoryInfo);
   slot(&api_.CreateCpuMemoryInfo, ort::kCreateCpuMemoryInfo);
   slot(&api_.AllocatorFree, ort::kAllocatorFree);
   slot(&api_.GetAllocatorWithDefaultOptions, ort::kGetAllocatorWithDefaultOptions);
-  slot(&api_.ReleaseEnv, ort::kReleaseEnv);
   slot(&api_.ReleaseStatus, ort::kReleaseStatus);
   slot(&api_.ReleaseMemoryInfo, ort::kReleaseMemoryInfo);
   slot(&api_.ReleaseSession, ort::kReleaseSession);
@@ -308,12 +306,6 @@ Status OrtRuntime::Create(NativeRuntimeConfig config, const OrtRuntimeOptions& o
   PYSERVER_RETURN_IF_ERROR(self->Check(
       api.CreateCpuMemoryInfo(ort::kDeviceAllocator, ort::kMemTypeDefault, &self->cpu_info_),
       StatusCode::kInternal, "onnxruntime: "));
-  if (device >= 0) {
-    PYSERVER_RETURN_IF_ERROR(self->Check(
-        api.CreateMemoryInfo("CudaPinned", ort::kDeviceAllocator, device, ort::kMemTypeCpuOutput,
-                             &self->output_info_),
-        StatusCode::kInternal, "onnxruntime: "));
-  }
   *runtime = std::move(self);
   return Status::Success();
 }
@@ -322,7 +314,6 @@ OrtRuntime::~OrtRuntime() {
   if (binding_ != nullptr) api_.ReleaseIoBinding(binding_);
   if (session_ != nullptr) api_.ReleaseSession(session_);
   if (cpu_info_ != nullptr) api_.ReleaseMemoryInfo(cpu_info_);
-  if (output_info_ != nullptr) api_.ReleaseMemoryInfo(output_info_);
 }
 
 const std::string& OrtRuntime::LibraryVersion() const { return library_->version(); }
@@ -547,10 +538,10 @@ Status OrtRuntime::Run(uint32_t batch_size, const std::vector<TensorView>& input
     const TensorSpec& spec = cfg.outputs[index];
     const OutputPlan& plan = output_plans_[index];
     if (!plan.preallocate) {
-      PYSERVER_RETURN_IF_ERROR(Check(
-          api_.BindOutputToDevice(binding_, spec.name.c_str(),
-                                  output_info_ != nullptr ? output_info_ : cpu_info_),
-          StatusCode::kInternal, "onnxruntime: "));
+      // Host memory the session allocates (on a GPU instance it copies the
+      // result there), copied once into the pool after the run.
+      PYSERVER_RETURN_IF_ERROR(Check(api_.BindOutputToDevice(binding_, spec.name.c_str(), cpu_info_),
+                                     StatusCode::kInternal, "onnxruntime: "));
       continue;
     }
     OutputTensor& out = (*outputs)[w];

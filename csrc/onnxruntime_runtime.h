@@ -110,9 +110,6 @@ class OrtRuntime final : public NativeRuntime {
   ort::Session* session_ = nullptr;
   ort::IoBinding* binding_ = nullptr;
   ort::MemoryInfo* cpu_info_ = nullptr;
-  // Where outputs the session allocates itself go: host memory, pinned on a
-  // GPU instance.
-  ort::MemoryInfo* output_info_ = nullptr;
   ort::Allocator* allocator_ = nullptr;  // the library's default; not owned
   std::vector<int> input_types_;         // per config input
   std::vector<OutputPlan> output_plans_;  // per config output

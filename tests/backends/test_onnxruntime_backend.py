@@ -4,6 +4,7 @@ could not, and the session options a config sets."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 import time
@@ -74,3 +75,47 @@ def test_intra_op_thread_count_sizes_the_sessions_thread_pool(server):
         client.close()
     # A pool of n intra-op threads is the calling thread plus n - 1 workers.
     assert four - one == 3, (one, four)
+
+
+class _Payload:
+    def __init__(self, inputs: dict, outputs: list[str]) -> None:
+        self.inputs, self.outputs = inputs, outputs
+        self.shape_key = self.priority = self.timeout_us = 0
+
+
+class _PollFd(ctypes.Structure):
+    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+
+
+def test_an_onnx_request_completes_while_python_holds_the_gil(tmp_path):
+    """The instance thread runs the session, scatters and completes without
+    the GIL: while this thread keeps the GIL (libc calls through ctypes.PyDLL
+    never release it), the completion arrives. A Python runtime fails this."""
+    import numpy as np
+    from google.protobuf import text_format
+
+    from pyserver import _core
+    from pyserver.backends import onnxruntime_onnx
+    from pyserver.protos import model_config_pb2 as mc
+
+    config = text_format.Parse(_add_sub_config("add_sub", 1), mc.ModelConfig())
+    (tmp_path / "model.onnx").write_bytes(onnx_models.add_sub())
+    pool = _core.HostMemoryPool(1 << 20)
+    runtime = onnxruntime_onnx.load_native(config, tmp_path / "model.onnx",
+                                           config.instance_group[0], -1, pool)
+    completions, stats = _core.CompletionQueue(), _core.ModelStats()
+    scheduler = _core.ModelScheduler([runtime], completions, stats, pool=pool,
+                                     input_names=("INPUT0", "INPUT1"),
+                                     output_names=("OUTPUT0", "OUTPUT1"))
+    a = np.arange(16, dtype=np.float32).reshape(1, 16)
+    libc = ctypes.PyDLL(None)
+    ready = _PollFd(completions.fileno(), 1, 0)  # POLLIN
+    scheduler.enqueue(7, 1, _core.monotonic_ns(), _Payload({"INPUT0": a, "INPUT1": a},
+                                                           ["OUTPUT0"]))
+    libc.usleep(500_000)
+    assert libc.poll(ctypes.byref(ready), 1, 0) == 1, \
+        "the ONNX request did not complete while Python held the GIL"
+    ((ticket, code, message, result, _),) = completions.drain()
+    assert (ticket, code, message) == (7, 1, "")
+    assert result["OUTPUT0"].tolist() == (a + a).tolist()
+    scheduler.stop()
