@@ -54,7 +54,8 @@ struct OrtRuntimeOptions {
   int inter_op_threads = 1;
   // OrtLoggingLevel of the session's log (3 = errors only).
   int log_severity = 3;
-  // Prefix of load errors: "onnxruntime could not load '<model_path>'".
+  // Prefix of the messages of failed loads; empty means
+  // "onnxruntime could not load '<model_path>': ".
   std::string load_error_prefix;
 };
 
@@ -75,23 +76,25 @@ class OrtRuntime final : public NativeRuntime {
   // The version of the loaded library, e.g. "1.20.1".
   const std::string& LibraryVersion() const;
 
- // (Public, not just protected, so the unit tests can drive it.)
   // Binds the inputs as tensors over the caller's bytes (no copy; strings
   // are converted to ONNX Runtime's string tensors) and each output either
   // to a pooled buffer of its known shape, which the session writes into
   // directly, or, when the model leaves a non-batch dimension open or the
   // output holds strings, to ONNX Runtime's own memory, copied once into a
   // pooled buffer afterwards. Fails with INTERNAL "onnxruntime: ..." when
-  // the session does.
+  // the session does, INVALID_ARG for malformed string bytes. One instance
+  // thread at a time; blocks for the inference; never takes the GIL. Public
+  // (NativeRuntime declares it protected) so the unit tests can call it.
   Status Run(uint32_t batch_size, const std::vector<TensorView>& inputs,
              const std::vector<uint32_t>& wanted, std::vector<OutputTensor>* outputs) override;
 
  private:
   // A config output as the model declares it.
   struct OutputPlan {
-    // Model dims after the batch dimension (or all of them without
-    // batching), every one known: the output can be allocated before the
-    // run. Empty `fixed` with `preallocate` false: copy after the run.
+    // True when the model fixes every dim after the batch dimension (all of
+    // them without batching) and the type is not a string: the output is
+    // allocated before the run with `fixed_dims`. Otherwise it is copied
+    // after the run and `fixed_dims` is empty.
     bool preallocate = false;
     std::vector<int64_t> fixed_dims;
   };
@@ -116,7 +119,6 @@ class OrtRuntime final : public NativeRuntime {
   // Scratch of Run(), kept to avoid allocations per call.
   std::vector<ort::Value*> input_values_;
   std::vector<ort::Value*> output_values_;
-  std::vector<int64_t> shape_;
 };
 
 }  // namespace pyserver
