@@ -14,7 +14,8 @@ from pathlib import Path
 import grpc
 
 from pyserver import __version__, metrics
-from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, serve_grpc
+from pyserver import limits as process_limits
+from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
 from pyserver.grpc.v2_service import V2GrpcService
 from pyserver.http.connection import HttpLimits
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(uvloop when installed)")
     p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, metavar="LEVEL",
                    help="log debug messages when > 0 (--log-verbose alone: 1)")
+    _add_limit_flags(p)
     return p
 
 
@@ -168,6 +170,78 @@ def _non_negative(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got '{text}'")
     return value
+
+
+# -- transport limits (issue 15): one block --------------------------------------------------
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("limits", "connection, timeout and memory bounds (0 disables one)")
+    g.add_argument("--http-header-timeout-secs", type=float, default=30.0,
+                   help="a request's line and headers must arrive within this (else 408)")
+    g.add_argument("--http-body-timeout-secs", type=float, default=60.0,
+                   help="the longest pause while a request body arrives (else 408)")
+    g.add_argument("--http-min-body-rate", type=float, default=1024.0, metavar="BYTES_PER_SEC",
+                   help="after --http-body-timeout-secs, a body arriving slower than this "
+                        "is refused (408)")
+    g.add_argument("--http-keepalive-timeout-secs", type=float, default=75.0,
+                   help="an idle keep-alive connection is closed after this")
+    g.add_argument("--http-write-timeout-secs", type=float, default=60.0,
+                   help="a client that reads none of its answer this long is disconnected")
+    g.add_argument("--http-max-connections", type=int, default=-1,
+                   help="open HTTP connections at most; beyond it new ones get 503 and are "
+                        "closed (default: half the open-file limit left after a reserve)")
+    g.add_argument("--http-body-memory-budget", type=int,
+                   default=process_limits.DEFAULT_BODY_BUDGET_BYTES, metavar="BYTES",
+                   help="request bodies held in memory at once, declared sizes of bodies "
+                        "still arriving included; beyond it: 503 with Retry-After")
+    g.add_argument("--grpc-max-concurrent-rpcs", type=int, default=1024,
+                   help="gRPC calls in progress at most; beyond it: RESOURCE_EXHAUSTED")
+    g.add_argument("--grpc-max-concurrent-streams", type=int, default=256,
+                   help="gRPC streams per connection at most (HTTP/2 setting)")
+    g.add_argument("--grpc-max-connections", type=int, default=-1,
+                   help="gRPC connections at most (default: as --http-max-connections)")
+    g.add_argument("--grpc-keepalive-time-secs", type=float, default=60.0,
+                   help="ping an idle gRPC connection this often; close it when a ping is "
+                        "not answered within --grpc-keepalive-timeout-secs")
+    g.add_argument("--grpc-keepalive-timeout-secs", type=float, default=20.0)
+    g.add_argument("--grpc-min-ping-interval-secs", type=float, default=10.0,
+                   help="clients pinging more often than this are disconnected after "
+                        "--grpc-max-ping-strikes")
+    g.add_argument("--grpc-max-ping-strikes", type=int, default=2)
+    g.add_argument("--grpc-max-connection-idle-secs", type=float, default=0.0,
+                   help="close a gRPC connection with no call for this long")
+
+
+def _http_limits(args: argparse.Namespace, open_files: int) -> HttpLimits:
+    connections = args.http_max_connections
+    if connections < 0:
+        connections = process_limits.automatic_connection_limit(open_files)
+    return HttpLimits(max_body_bytes=args.http_max_input_size,
+                      idle_timeout_secs=args.http_keepalive_timeout_secs,
+                      header_timeout_secs=args.http_header_timeout_secs,
+                      body_timeout_secs=args.http_body_timeout_secs,
+                      min_body_bytes_per_sec=args.http_min_body_rate,
+                      write_timeout_secs=args.http_write_timeout_secs,
+                      max_connections=connections,
+                      body_budget=process_limits.BodyBudget(args.http_body_memory_budget)
+                      if args.http_body_memory_budget > 0 else None)
+
+
+def _grpc_limits(args: argparse.Namespace, open_files: int) -> GrpcLimits:
+    connections = args.grpc_max_connections
+    if connections < 0:
+        connections = process_limits.automatic_connection_limit(open_files)
+    return GrpcLimits(max_message_bytes=args.grpc_max_message_size,
+                      max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+                      max_concurrent_streams=args.grpc_max_concurrent_streams,
+                      max_connections=connections,
+                      keepalive_time_secs=args.grpc_keepalive_time_secs,
+                      keepalive_timeout_secs=args.grpc_keepalive_timeout_secs,
+                      min_client_ping_interval_secs=args.grpc_min_ping_interval_secs,
+                      max_ping_strikes=args.grpc_max_ping_strikes,
+                      max_connection_idle_secs=args.grpc_max_connection_idle_secs)
+
+# -- end of the transport limits block ------------------------------------------------------
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -286,7 +360,8 @@ class Endpoints:
     async def start(self, server: InferenceServer, args: argparse.Namespace) -> None:
         """Binds every listener. Raises OSError when a port cannot be bound
         (``stop`` closes what was started)."""
-        limits = HttpLimits(max_body_bytes=args.http_max_input_size)
+        open_files = process_limits.raise_open_file_limit()
+        limits = _http_limits(args, open_files)
         app = HttpRouter(V1HttpApi(server), V2HttpApi(server))
         self.http_server = await serve_http(app, args.http_address, args.http_port,
                                             limits, self.http_connections, args.http_parser)
@@ -297,13 +372,14 @@ class Endpoints:
             handlers = (V1GrpcService(server).rpc_handler(), V2GrpcService(server).rpc_handler())
             self.grpc_server = await serve_grpc(handlers,
                                                 args.grpc_address, args.grpc_port,
-                                                args.grpc_max_message_size)
+                                                limits=_grpc_limits(args, open_files))
             log.info("Started GRPCService at %s:%d", args.grpc_address, args.grpc_port)
         if args.allow_metrics:
             registry = metrics.build_registry(server, gpu_metrics=args.allow_gpu_metrics)
             self.metrics_server = await serve_http(
                 metrics.MetricsApp(registry), args.metrics_address, args.metrics_port,
-                HttpLimits(max_body_bytes=65536), self.metrics_connections, parser="h11")
+                HttpLimits(max_body_bytes=65536, max_connections=64), self.metrics_connections,
+                parser="h11")
             log.info("Started Metrics Service at %s:%d", args.metrics_address, args.metrics_port)
 
     async def stop(self, server: InferenceServer) -> ShutdownReport:
@@ -356,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.log_verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
                         stream=sys.stderr)
+    process_limits.rate_limit_repeated_logs()
     try:
         return _run_with_loop(run(args), args.event_loop)
     except KeyboardInterrupt:

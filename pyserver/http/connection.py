@@ -1,11 +1,18 @@
 """What every HTTP/1.1 parser behind the front end shares: the request cycle
 the API layer sees, the limits, and a connection base class with dispatch,
-flow control, idle timeout and graceful close.
+flow control, the read/idle/write timeouts, the body memory budget and a
+lingering close.
 
 A parser module subclasses ``HttpConnection``, feeds bytes to its parser in
-``data_received``, calls ``start_cycle`` / ``dispatch`` / ``reject``, and
-frames answers in ``send_response``. Requests on one connection are answered
-in order.
+``data_received`` (after ``note_read``), marks the phases (``begin_request``,
+``begin_body``, ``become_idle``), calls ``dispatch`` / ``reject``, and frames
+answers in ``send_response``. Requests on one connection are answered in
+order.
+
+Timeouts cost no timer per request: each connection records when its phase
+began, and one ``TimeoutSweep`` per listener looks at every connection a few
+times a second. A timeout counts only the client's turn: while a request is
+being answered, or reading is paused for flow control, the clock restarts.
 """
 
 from __future__ import annotations
@@ -13,21 +20,47 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import os
 from dataclasses import dataclass
 from typing import Awaitable, Protocol as TypingProtocol
+
+from pyserver.limits import BodyBudget
 
 log = logging.getLogger("pyserver.http")
 
 Headers = list[tuple[bytes, bytes]]
 REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _TEXT = (b"content-type", b"text/plain")
+RETRY_AFTER = (b"retry-after", b"1")
+
+# The reading phase of a connection (what it waits for from the client).
+IDLE = 0      # between requests (or before the first)
+HEADERS = 1   # a request's line and headers are arriving
+BODY = 2      # its body is arriving
+LINGER = 3    # an answer was sent and our side shut; discarding input until the client closes
+
+# Test-only (the memory-growth check's control case): bytes kept forever per
+# request dispatched. Off (0) unless the environment sets it.
+_TEST_LEAK_BYTES = int(os.environ.get("PYSERVER_TEST_LEAK_BYTES_PER_REQUEST", "0") or 0)
+_TEST_LEAKED: list[bytes] = []
 
 
 @dataclass
 class HttpLimits:
+    """Bounds of one HTTP listener. A timeout of 0 disables it;
+    ``max_connections`` 0 means no limit; ``body_budget`` None means no
+    memory budget (each body is still bounded by ``max_body_bytes``)."""
+
     max_body_bytes: int = 64 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
-    idle_timeout_secs: float = 120.0
+    idle_timeout_secs: float = 75.0         # keep-alive: no new request this long
+    header_timeout_secs: float = 30.0       # a request's line and headers, in all
+    body_timeout_secs: float = 60.0         # the longest gap while a body arrives
+    min_body_bytes_per_sec: float = 1024.0  # after body_timeout_secs, the slowest body accepted
+    write_timeout_secs: float = 60.0        # a client that reads none of its answer this long
+    linger_secs: float = 2.0                # after an error answer, input discarded this long
+    max_connections: int = 0
+    body_budget: BodyBudget | None = None
 
 
 class HttpApp(TypingProtocol):
@@ -38,7 +71,8 @@ class HttpApp(TypingProtocol):
 class RequestCycle:
     """One request and the means to answer it exactly once."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "_connection", "responded")
+    __slots__ = ("method", "path", "query", "headers", "body", "_connection", "responded",
+                 "reserved")
 
     def __init__(self, connection: "HttpConnection", method: bytes, target: bytes,
                  headers: Headers) -> None:
@@ -50,6 +84,7 @@ class RequestCycle:
         self.headers = headers
         self.body = bytearray()
         self.responded = False
+        self.reserved = 0  # bytes of the body budget this request holds
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header (``name`` in lower case)."""
@@ -74,6 +109,8 @@ class RequestCycle:
         if self.responded:
             return
         self.responded = True
+        if self.reserved:
+            self._connection.release_body(self)
         self._connection.send_response(self, status, headers, body)
 
 
@@ -87,25 +124,45 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.cycle: RequestCycle | None = None  # the request being answered
         self._loop = asyncio.get_running_loop()
-        self._idle_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
         self._writing_paused = False
         self.closing = False
+        self.phase = IDLE
+        self.phase_since = self._loop.time()
+        self.bytes_read = 0
+        self.last_read = self.phase_since
+        self._phase_bytes = 0          # bytes_read when the phase began
+        self._write_paused_since = 0.0
+        self.requests_begun = 0
+        self.reserved = 0              # body budget held by this connection's requests
 
     # -- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        limit = self.limits.max_connections
+        if limit and len(self.connections) >= limit:
+            self._refuse(transport, limit)
+            return
         self.connections.add(self)
-        self.arm_idle_timer()
+        self.phase_since = self.last_read = self._loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.transport = None
-        self._cancel_idle_timer()
+        self._release_all()
+
+    def eof_received(self) -> bool | None:
+        """The client shut its side: answer what was read in full, then
+        close; a request cut short gets no answer."""
+        if self.cycle is not None and self.phase != LINGER:
+            self.closing = True
+            return True
+        return None
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._write_paused_since = self._loop.time()
         self.pause_reading()
 
     def resume_writing(self) -> None:
@@ -123,9 +180,35 @@ class HttpConnection(asyncio.Protocol):
                       body: bytes) -> None:
         raise NotImplementedError
 
+    def reject(self, status: int, message: str, headers: Headers = ()) -> None:
+        """Answers the request being read (or a request that never parsed)
+        with ``status`` once the ones before it are answered, then closes."""
+        raise NotImplementedError
+
+    def note_read(self, size: int) -> None:
+        self.bytes_read += size
+        self.last_read = self._loop.time()
+
+    def begin_request(self) -> None:
+        self.requests_begun += 1
+        self._enter(HEADERS)
+
+    def begin_body(self) -> None:
+        self._enter(BODY)
+
+    def become_idle(self) -> None:
+        self._enter(IDLE)
+
+    def _enter(self, phase: int) -> None:
+        self.phase = phase
+        self.phase_since = self._loop.time()
+        self._phase_bytes = self.bytes_read
+
     def dispatch(self, cycle: RequestCycle) -> None:
         """Hands a complete request to the app."""
         self.cycle = cycle
+        if _TEST_LEAK_BYTES:
+            _TEST_LEAKED.append(bytes(_TEST_LEAK_BYTES))
         try:
             pending = self.app.handle(cycle)
         except Exception:
@@ -151,6 +234,49 @@ class HttpConnection(asyncio.Protocol):
         what = f"request body of {size} bytes" if size is not None else "request body"
         return f"{what} exceeds the limit of {self.limits.max_body_bytes} bytes"
 
+    # -- the body memory budget ----------------------------------------------
+
+    def reserve_body(self, cycle: RequestCycle, size: int) -> bool:
+        """Takes ``size`` more bytes of the budget for ``cycle``'s body;
+        False (and a 503 answer under way) when the budget is spent."""
+        budget = self.limits.body_budget
+        if budget is None or size <= 0:
+            return True
+        if not budget.try_reserve(size):
+            log.warning("refusing a request body: %d bytes of request bodies in flight "
+                        "(budget %d)", budget.in_use, budget.limit)
+            self.reject(503, f"the server holds too many request bodies in memory (budget "
+                             f"{budget.limit} bytes); retry later", [RETRY_AFTER])
+            return False
+        cycle.reserved += size
+        self.reserved += size
+        return True
+
+    def grow_body(self, cycle: RequestCycle, chunk: bytes) -> bool:
+        """Appends ``chunk`` to the body within the size limit and the
+        budget; False once the request was refused (answer under way)."""
+        data = cycle.body
+        size = len(data) + len(chunk)
+        if size > self.limits.max_body_bytes:
+            self.reject(413, self.body_limit_message())
+            return False
+        if size > cycle.reserved and not self.reserve_body(
+                cycle, max(size - cycle.reserved, 65536)):
+            return False
+        data += chunk
+        return True
+
+    def release_body(self, cycle: RequestCycle) -> None:
+        if self.reserved and self.limits.body_budget is not None:
+            self.limits.body_budget.release(cycle.reserved)
+            self.reserved -= cycle.reserved
+        cycle.reserved = 0
+
+    def _release_all(self) -> None:
+        if self.reserved and self.limits.body_budget is not None:
+            self.limits.body_budget.release(self.reserved)
+        self.reserved = 0
+
     # -- connection management ----------------------------------------------
 
     def shutdown(self) -> None:
@@ -164,7 +290,32 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
             self.transport = None
         self.connections.discard(self)
-        self._cancel_idle_timer()
+        self._release_all()
+
+    def abort(self) -> None:
+        """Closes at once, dropping what is unsent."""
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+        self.connections.discard(self)
+        self._release_all()
+
+    def linger_close(self) -> None:
+        """Closes after an answer the client may not have waited for (an
+        error before its request was read in full): sends our FIN after the
+        answer and discards input until the client closes or linger_secs
+        pass, so that our close does not reset the connection under the
+        answer."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._release_all()
+        if self.limits.linger_secs <= 0 or not transport.can_write_eof():
+            self.close()
+            return
+        self._enter(LINGER)
+        transport.write_eof()
+        self.resume_reading()
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -176,23 +327,87 @@ class HttpConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def arm_idle_timer(self) -> None:
-        """Closes the connection if it stays idle for the idle timeout.
-        Armed only while idle, so busy connections pay nothing for it."""
-        if self._idle_timer is None and self.transport is not None:
-            self._idle_timer = self._loop.call_later(self.limits.idle_timeout_secs,
-                                                     self._on_idle)
+    def check_timeouts(self, now: float) -> None:
+        """Called by the sweep: ends the connection if the client has taken
+        too long over its turn."""
+        if self.transport is None:
+            return
+        limits = self.limits
+        phase = self.phase
+        if phase == LINGER:
+            if now - self.phase_since > limits.linger_secs:
+                self.abort()
+            return
+        if self._writing_paused:
+            if limits.write_timeout_secs and \
+                    now - self._write_paused_since > limits.write_timeout_secs:
+                log.warning("closing a connection whose client read none of its answer "
+                            "in %.0f s", limits.write_timeout_secs)
+                self.abort()
+            return
+        if self.cycle is not None or self._reading_paused:
+            self.phase_since = now  # our turn: the client's clock restarts afterwards
+            self._phase_bytes = self.bytes_read
+            return
+        elapsed = now - self.phase_since
+        if phase == IDLE:
+            limit = limits.idle_timeout_secs if self.requests_begun else \
+                limits.header_timeout_secs
+            if limit and elapsed > limit:
+                self.close()
+        elif phase == HEADERS:
+            if limits.header_timeout_secs and elapsed > limits.header_timeout_secs:
+                self.reject(408, f"request headers not received within "
+                                 f"{limits.header_timeout_secs:g} s")
+        elif phase == BODY and limits.body_timeout_secs:
+            gap = now - max(self.last_read, self.phase_since)
+            slow = (elapsed > limits.body_timeout_secs and
+                    self.bytes_read - self._phase_bytes < limits.min_body_bytes_per_sec * elapsed)
+            if gap > limits.body_timeout_secs:
+                self.reject(408, f"request body: nothing received for "
+                                 f"{limits.body_timeout_secs:g} s")
+            elif slow:
+                self.reject(408, f"request body arriving slower than "
+                                 f"{limits.min_body_bytes_per_sec:g} bytes/s")
 
-    def cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._cancel_idle_timer()
+    def _refuse(self, transport: asyncio.Transport, limit: int) -> None:
+        log.warning("refusing a connection: the limit of %d open connections is reached", limit)
+        text = b"the server has too many open connections; retry later"
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+                        b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+                        % (len(text), text))
+        transport.close()
+        self.transport = None
 
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
 
-    def _on_idle(self) -> None:
-        self._idle_timer = None
-        if self.cycle is None:
-            self.close()
+class TimeoutSweep:
+    """Checks the timeouts of every connection in ``connections`` a few
+    times a second (often enough for the shortest timeout). Event-loop
+    thread only; ``stop`` ends it."""
+
+    def __init__(self, connections: set, limits: HttpLimits) -> None:
+        self.connections = connections
+        timeouts = [t for t in (limits.idle_timeout_secs, limits.header_timeout_secs,
+                                limits.body_timeout_secs, limits.write_timeout_secs,
+                                limits.linger_secs) if t > 0]
+        self.interval = min(1.0, max(0.05, min(timeouts, default=4.0) / 4))
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._handle = self._loop.call_later(self.interval, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        for connection in list(self.connections):
+            try:
+                connection.check_timeouts(now)
+            except Exception:
+                log.exception("connection timeout check failed")
+                connection.abort()
+        self._handle = self._loop.call_later(self.interval, self._tick)

@@ -1,6 +1,8 @@
 """HTTP/1.1 with h11, the reference parser: one protocol object per
 connection (connection.HttpConnection does dispatch, flow control and
-timeouts). The next request is parsed only after the current one is answered.
+timeouts). The next request is parsed only after the current one is answered,
+so pipelined requests are answered in order up to a malformed one, then the
+400 (or 413, 431) closes the connection.
 """
 
 from __future__ import annotations
@@ -9,11 +11,18 @@ import logging
 
 import h11
 
-from pyserver.http.connection import REASONS, Headers, HttpConnection, RequestCycle
+try:  # h11 keeps its body readers private; the bare-LF check needs the chunked one's state
+    from h11._readers import ChunkedReader as _ChunkedReader
+except ImportError:  # pragma: no cover - a future h11: the body timeout still ends the wait
+    _ChunkedReader = None
+
+from pyserver.http.connection import (IDLE, LINGER, REASONS, Headers, HttpConnection,
+                                      RequestCycle)
 
 log = logging.getLogger("pyserver.http")
 
 _TEXT = (b"content-type", b"text/plain")
+_READ_IN_FULL = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
 
 class H11Connection(HttpConnection):
@@ -24,27 +33,38 @@ class H11Connection(HttpConnection):
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=self.limits.max_header_bytes)
         self._reading: RequestCycle | None = None  # request whose body is arriving
+        self._failed = False
 
     def data_received(self, data: bytes) -> None:
-        self.cancel_idle_timer()
+        self.note_read(len(data))
+        if self.phase == LINGER:
+            return
+        if self.phase == IDLE:
+            self.begin_request()
         self.conn.receive_data(data)
         self._process()
-        if self.cycle is None:
-            self.arm_idle_timer()
 
     def eof_received(self) -> bool | None:
+        if self.phase == LINGER:
+            return None
         self.conn.receive_data(b"")
+        if self.cycle is not None:
+            self.closing = True  # answer the request being served, then close
+            return True
         self._process()
         return None
 
     def _process(self) -> None:
-        while self.transport is not None:
+        while self.transport is not None and self.phase != LINGER:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self._reject(exc.error_status_hint, f"malformed HTTP request: {exc}")
+                self.reject(exc.error_status_hint, f"malformed HTTP request: {exc}")
                 return
             if event is h11.NEED_DATA:
+                if self._bare_lf_in_chunk_size_line():
+                    self.reject(400, "malformed HTTP request: a chunk-size line must end "
+                                     "in CRLF")
                 return
             if event is h11.PAUSED:
                 self.pause_reading()
@@ -54,25 +74,41 @@ class H11Connection(HttpConnection):
                 if not self._start(event):
                     return
             elif kind is h11.Data:
-                body = self._reading.body
-                body += event.data
-                if self.body_too_large(len(body)):
-                    self._reject(413, self.body_limit_message())
+                if not self.grow_body(self._reading, event.data):
                     return
             elif kind is h11.EndOfMessage:
                 cycle, self._reading = self._reading, None
+                self.become_idle()
                 self.dispatch(cycle)
                 return
             elif kind is h11.ConnectionClosed:
                 self.close()
                 return
 
-    def _start(self, event: h11.Request) -> bool:
-        self._reading = RequestCycle(self, event.method, event.target, list(event.headers))
-        length = self._reading.header(b"content-length")
-        if length is not None and length.isdigit() and self.body_too_large(int(length)):
-            self._reject(413, self.body_limit_message(int(length)))
+    def _bare_lf_in_chunk_size_line(self) -> bool:
+        """Whether h11 waits for a chunk-size line's CRLF that a bare LF
+        already ended (h11 would wait for it forever)."""
+        reader = getattr(self.conn, "_reader", None)
+        if _ChunkedReader is None or not isinstance(reader, _ChunkedReader):
             return False
+        if reader._bytes_in_chunk or reader._bytes_to_discard or reader._reading_trailer:
+            return False
+        data = self.conn.trailing_data[0]
+        end = data.find(b"\n")
+        return end != -1 and data[end - 1:end] != b"\r"
+
+    def _start(self, event: h11.Request) -> bool:
+        self.begin_body()
+        cycle = RequestCycle(self, event.method, event.target, list(event.headers))
+        self._reading = cycle
+        length = cycle.header(b"content-length")
+        if length is not None and length.isdigit():
+            declared = int(length)
+            if self.body_too_large(declared):
+                self.reject(413, self.body_limit_message(declared))
+                return False
+            if not self.reserve_body(cycle, declared):
+                return False
         if self.conn.they_are_waiting_for_100_continue and self.transport is not None:
             self.transport.write(self.conn.send(h11.InformationalResponse(status_code=100,
                                                                           headers=[])))
@@ -97,28 +133,40 @@ class H11Connection(HttpConnection):
             return
         self.transport.write(data)
         self.cycle = None
+        their_state = self.conn.their_state
         if self.conn.our_state is h11.MUST_CLOSE or self.closing:
-            self.close()
+            if self._failed or their_state not in _READ_IN_FULL:
+                self.linger_close()
+            else:
+                self.close()
             return
-        if self.conn.their_state is h11.DONE:
+        if their_state is h11.DONE:
             self.conn.start_next_cycle()
-        elif self.conn.their_state is not h11.IDLE:
+        elif their_state is not h11.IDLE:
             # Answered before the body was read (an error): the rest of the
             # body would be parsed as a request, so end the connection.
-            self.close()
+            self.linger_close()
             return
+        if self.conn.trailing_data[0]:
+            self.begin_request()
+        else:
+            self.become_idle()
         if not self.writing_paused:
             self.resume_reading()
             if self.conn.trailing_data[0]:
                 self._process()
-        if self.cycle is None:
-            self.arm_idle_timer()
 
-    def _reject(self, status: int, message: str) -> None:
-        """Answers a request the parser or the limits refused, then closes."""
+    def reject(self, status: int, message: str, headers: Headers = ()) -> None:
+        """Answers a request the parser or the limits refused, then closes.
+        h11 parses nothing while a request is answered, so no earlier
+        request can be waiting."""
+        self._failed = True
         self.closing = True
+        if self.cycle is not None:
+            return  # the answer under way closes the connection
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self.cycle = self._reading or RequestCycle(self, b"", b"", [])
-            self.cycle.respond(status, [_TEXT], message.encode())
+            self._reading = None
+            self.cycle.respond(status, [_TEXT, *headers], message.encode())
         else:
             self.close()

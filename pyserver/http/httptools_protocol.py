@@ -2,7 +2,9 @@
 the same connection interface. Responses are framed here directly.
 
 Pipelined requests are parsed as they arrive, queued, and answered one at a
-time in order; reading pauses while too many wait.
+time in order; reading pauses while too many wait. A request that does not
+parse (or is refused by a limit) is answered after the ones queued before
+it, then the connection closes; what follows it is discarded.
 """
 
 from __future__ import annotations
@@ -30,27 +32,32 @@ class HttptoolsConnection(HttpConnection):
         self._reading: RequestCycle | None = None
         self._keep_alive: dict[int, bool] = {}
         self._waiting: collections.deque[RequestCycle] = collections.deque()
-        self._failed = False
+        self._failed = False       # nothing more is parsed on this connection
+        self._pending_reject: tuple[int, str, Headers] | None = None
+        self._answer_queue = False  # the client shut its side: answer what is queued, then close
 
     # -- asyncio.Protocol ---------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.cancel_idle_timer()
+        self.note_read(len(data))
         if self._failed:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrades are not supported")
+            self.reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             if not self._failed:
-                self._reject(400, f"malformed HTTP request: {exc}")
-        if self.cycle is None and self._reading is None and not self._waiting:
-            self.arm_idle_timer()
+                self.reject(400, f"malformed HTTP request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        self._answer_queue = True
+        return super().eof_received()
 
     # -- httptools callbacks -------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.begin_request()
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -58,38 +65,44 @@ class HttptoolsConnection(HttpConnection):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            self.reject(414, "request target is too long")
+            raise httptools.HttpParserError("target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > self.limits.max_header_bytes:
-            self._reject(431, "request headers are too large")
+            self.reject(431, "request headers are too large")
             raise httptools.HttpParserError("headers too large")
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.begin_body()
         method = self.parser.get_method()
         cycle = RequestCycle(self, method, self._url, self._headers)
         self._reading = cycle
         if self.parser.get_http_version() == "1.1" and cycle.header(b"host") is None:
-            self._reject(400, "malformed HTTP request: HTTP/1.1 needs a Host header")
+            self.reject(400, "malformed HTTP request: HTTP/1.1 needs a Host header")
             raise httptools.HttpParserError("no Host header")
         length = cycle.header(b"content-length")
-        if length is not None and length.isdigit() and self.body_too_large(int(length)):
-            self._reject(413, self.body_limit_message(int(length)))
-            raise httptools.HttpParserError("body too large")
+        if length is not None and length.isdigit():
+            declared = int(length)
+            if self.body_too_large(declared):
+                self.reject(413, self.body_limit_message(declared))
+                raise httptools.HttpParserError("body too large")
+            if not self.reserve_body(cycle, declared):
+                raise httptools.HttpParserError("body budget spent")
         expect = cycle.header(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        data = self._reading.body
-        data += body
-        if self.body_too_large(len(data)):
-            self._reject(413, self.body_limit_message())
-            raise httptools.HttpParserError("body too large")
+        if not self.grow_body(self._reading, body):
+            raise httptools.HttpParserError("body refused")
 
     def on_message_complete(self) -> None:
         cycle, self._reading = self._reading, None
+        self.become_idle()
         self._keep_alive[id(cycle)] = self.parser.should_keep_alive()
         if self.cycle is None and not self._waiting:
             self.dispatch(cycle)
@@ -104,7 +117,9 @@ class HttptoolsConnection(HttpConnection):
                       body: bytes) -> None:
         if self.transport is None or cycle is not self.cycle:
             return
-        keep_alive = self._keep_alive.pop(id(cycle), False) and not self.closing
+        keep_alive = self._keep_alive.pop(id(cycle), False)
+        if self.closing and not (self._answer_queue and self._waiting):
+            keep_alive = False
         parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in headers:
             if b"\n" in value or b"\r" in value:
@@ -118,22 +133,34 @@ class HttptoolsConnection(HttpConnection):
         self.transport.write(b"".join(parts))
         self.cycle = None
         if not keep_alive:
-            self.close()
+            if self._failed:
+                self.linger_close()
+            else:
+                self.close()
             return
         if self._waiting:
             self.dispatch(self._waiting.popleft())
             if len(self._waiting) < _MAX_PIPELINED // 2 and not self.writing_paused:
                 self.resume_reading()
+        elif self._pending_reject is not None:
+            self._answer_reject(*self._pending_reject)
         elif self._reading is None:
-            self.arm_idle_timer()
+            self.become_idle()
 
-    def _reject(self, status: int, message: str) -> None:
-        """Answers a request the parser or the limits refused, then closes."""
+    def reject(self, status: int, message: str, headers: Headers = ()) -> None:
         self._failed = True
+        if self.cycle is not None:
+            # Answered once the requests queued before this one are.
+            if self._pending_reject is None:
+                self._pending_reject = (status, message, list(headers))
+            return
+        self._answer_reject(status, message, list(headers))
+
+    def _answer_reject(self, status: int, message: str, headers: Headers) -> None:
+        self._pending_reject = None
         self.closing = True
         self._waiting.clear()
-        if self.cycle is not None:
-            return  # close after the request being answered
         cycle = self._reading or RequestCycle(self, b"", b"", [])
+        self._reading = None
         self.cycle = cycle
-        cycle.respond(status, [_TEXT], message.encode())
+        cycle.respond(status, [_TEXT, *headers], message.encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pyserver.http.connection import HttpApp, HttpConnection, HttpLimits
+from pyserver.http.connection import HttpApp, HttpConnection, HttpLimits, TimeoutSweep
 
 PARSERS = ("h11", "httptools")
 
@@ -27,8 +27,13 @@ def connection_class(parser: str) -> type[HttpConnection]:
 async def serve_http(app: HttpApp, host: str, port: int, limits: HttpLimits, connections: set,
                      parser: str = "httptools") -> asyncio.AbstractServer:
     """Starts listening; returns the asyncio server. ``connections`` collects
-    the open connections (for a graceful shutdown)."""
+    the open connections (for a graceful shutdown); their timeouts are
+    checked by a sweep that runs for as long as the event loop does.
+    Connections beyond ``limits.max_connections`` are answered 503 and
+    closed as soon as they are accepted."""
     cls = connection_class(parser)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: cls(app, limits, connections), host, port,
-                                    reuse_address=True, backlog=1024)
+    server = await loop.create_server(lambda: cls(app, limits, connections), host, port,
+                                      reuse_address=True, backlog=1024)
+    TimeoutSweep(connections, limits).start()
+    return server
