@@ -69,7 +69,8 @@ class ServerProcess:
     """
 
     def __init__(self, store: Path | str, *args: str, poll_secs: float = 0,
-                 workdir: Path | str | None = None, wait: bool = True) -> None:
+                 workdir: Path | str | None = None, wait: bool = True,
+                 python_flags: Sequence[str] = ()) -> None:
         self.port, self.grpc_port, self.metrics_port = free_ports(3)
         self.url = f"http://{HOST}:{self.port}"
         self.grpc_target = f"{HOST}:{self.grpc_port}"
@@ -77,7 +78,7 @@ class ServerProcess:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pyserver-test-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / f"server-{self.port}.log"
-        self.command = [sys.executable, "-m", "pyserver", f"--model-store={store}",
+        self.command = [sys.executable, *python_flags, "-m", "pyserver", f"--model-store={store}",
                         f"--http-address={HOST}", f"--http-port={self.port}",
                         f"--http-parser={HTTP_PARSER}",
                         f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
