@@ -49,7 +49,8 @@ class H11Connection(HttpConnection):
             return None
         self.conn.receive_data(b"")
         if self.cycle is not None:
-            self.closing = True  # answer the request being served, then close
+            # Answer it and the requests buffered behind it; h11 reports the
+            # close once they are parsed.
             return True
         self._process()
         return None
