@@ -60,7 +60,10 @@ class H11Connection(HttpConnection):
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self.reject(exc.error_status_hint, f"malformed HTTP request: {exc}")
+                # h11 hints 501 for a transfer coding it lacks; httptools says 400, and
+                # a 5xx is kept for our faults.
+                status = exc.error_status_hint if exc.error_status_hint < 500 else 400
+                self.reject(status, f"malformed HTTP request: {exc}")
                 return
             if event is h11.NEED_DATA:
                 if self._bare_lf_in_chunk_size_line():
