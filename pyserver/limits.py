@@ -65,8 +65,8 @@ class BodyBudget:
 class RepeatedMessageFilter(logging.Filter):
     """Lets the first record of a kind through, then at most one per
     ``interval_secs``; the next one let through says how many were dropped.
-    A kind is the logger name plus the message template (its first line
-    when the message is preformatted). Thread-safe enough for logging: a
+    A kind is the logger name, the message template (its first line when
+    the message is preformatted) and the type of the exception logged. Thread-safe enough for logging: a
     race can only let one extra record through."""
 
     def __init__(self, interval_secs: float = 10.0, max_kinds: int = 1024) -> None:
@@ -77,7 +77,8 @@ class RepeatedMessageFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else str(record.msg)
-        kind = (record.name, template.partition("\n")[0][:200])
+        exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        kind = (record.name, template.partition("\n")[0][:200], exc_type)
         now = time.monotonic()
         state = self._seen.get(kind)
         if state is None:
