@@ -65,9 +65,10 @@ class BodyBudget:
 class RepeatedMessageFilter(logging.Filter):
     """Lets the first record of a kind through, then at most one per
     ``interval_secs``; the next one let through says how many were dropped.
-    A kind is the logger name, the message template (its first line when
-    the message is preformatted) and the type of the exception logged. Thread-safe enough for logging: a
-    race can only let one extra record through."""
+    A kind is the logger name, the message as formatted (its first line)
+    and the type of the exception logged: distinct messages always pass.
+    Thread-safe enough for logging: a race can only let one extra record
+    through."""
 
     def __init__(self, interval_secs: float = 10.0, max_kinds: int = 1024) -> None:
         super().__init__()
@@ -76,9 +77,12 @@ class RepeatedMessageFilter(logging.Filter):
         self._seen: dict[tuple[str, str], list] = {}  # kind -> [last_emit_time, dropped]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        template = record.msg if isinstance(record.msg, str) else str(record.msg)
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format is logging's to report
+            return True
         exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        kind = (record.name, template.partition("\n")[0][:200], exc_type)
+        kind = (record.name, text.partition("\n")[0][:200], exc_type)
         now = time.monotonic()
         state = self._seen.get(kind)
         if state is None:
@@ -91,7 +95,8 @@ class RepeatedMessageFilter(logging.Filter):
             return False
         dropped, state[0], state[1] = state[1], now, 0
         if dropped:
-            record.msg = f"{template} ({dropped} similar messages suppressed)"
+            record.msg = f"{text} ({dropped} identical messages suppressed)"
+            record.args = None
         return True
 
 

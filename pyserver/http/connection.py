@@ -243,8 +243,8 @@ class HttpConnection(asyncio.Protocol):
         if budget is None or size <= 0:
             return True
         if not budget.try_reserve(size):
-            log.warning("refusing a request body: %d bytes of request bodies in flight "
-                        "(budget %d)", budget.in_use, budget.limit)
+            log.warning("refusing a request body: the memory budget of %d bytes for request "
+                        "bodies is spent", budget.limit)
             self.reject(503, f"the server holds too many request bodies in memory (budget "
                              f"{budget.limit} bytes); retry later", [RETRY_AFTER])
             return False
