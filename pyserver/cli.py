@@ -13,8 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from pyserver import __version__, metrics
-from pyserver import limits as process_limits
+from pyserver import __version__, metrics, process_limits
 from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
 from pyserver.grpc.v2_service import V2GrpcService

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Awaitable, Protocol as TypingProtocol
 
-from pyserver.limits import BodyBudget
+from pyserver.process_limits import BodyBudget
 
 log = logging.getLogger("pyserver.http")
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import HOST, ServerProcess, http_request, raw_request, read_response, request_header
-from pyserver.limits import RepeatedMessageFilter
+from pyserver.process_limits import RepeatedMessageFilter
 
 MAX_CONNECTIONS = 8
 BUDGET = 200_000
