@@ -607,7 +607,11 @@ def _check_v1_status(case: Case, response: bytes) -> list[Finding]:
     except Exception as exc:  # noqa: BLE001 - any decode failure is the finding
         return [Finding(case, TRANSPORT, f"undecodable v1 response ({exc})")]
     findings = []
-    if status.code in (rs.INTERNAL, rs.UNKNOWN):
+    # v1's own answer to a Health mode other than live/ready is UNKNOWN
+    # (reference/v1-protocol-facts.md): compatibility, not a fault.
+    v1_health_fact = (case.method.endswith("/Health") and status.code == rs.UNKNOWN
+                      and status.msg.startswith("unknown health mode"))
+    if status.code in (rs.INTERNAL, rs.UNKNOWN) and not v1_health_fact:
         findings.append(Finding(case, TRANSLATION, f"v1 status {rs.RequestStatusCode.Name(status.code)}"
                                                    f" for a client mistake: {status.msg[:200]!r}"))
     if LEAK.search(status.msg.encode("utf-8", "replace")):

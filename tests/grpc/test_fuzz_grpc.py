@@ -6,8 +6,7 @@ pyserver_perf.fuzz --cases 20000`` runs many more.
 Transport: every call ends before its deadline and a good request is served
 after each family. Translation: no UNKNOWN / INTERNAL (or v1 status
 INTERNAL / UNKNOWN) for a client's mistake and no Python internals in a
-status; marked xfail where the translation layer still answers so, until
-the validation layer lands."""
+status (v1's documented UNKNOWN for an unknown Health mode excepted)."""
 
 from __future__ import annotations
 
@@ -22,12 +21,6 @@ from pyserver_perf import fuzz
 CASES_PER_FAMILY = int(os.environ.get("PYSERVER_FUZZ_GRPC_CASES_PER_FAMILY", "100"))
 SEED = int(os.environ.get("PYSERVER_FUZZ_SEED", "15"))
 
-VALIDATION_FINDINGS = {
-    "grpc_v1": "validation layer: a v1 Health mode that is not 'live' or 'ready' answers "
-               "v1 status UNKNOWN",
-    "grpc_v2": "validation layer: v2 messages that do not parse answer UNKNOWN with the "
-               "DecodeError type name; a non-numeric model_version leaks a ValueError",
-}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +50,7 @@ def test_fuzzed_messages_are_answered_in_time_and_the_server_keeps_serving(
     assert server.proc.poll() is None
 
 
-@pytest.mark.parametrize("family", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=False, reason=VALIDATION_FINDINGS[f]))
-    if f in VALIDATION_FINDINGS else f for f in fuzz.GRPC_FAMILIES])
+@pytest.mark.parametrize("family", fuzz.GRPC_FAMILIES)
 def test_fuzzed_client_mistakes_get_no_unknown_and_no_internals(report, family):
     found = report.by_family(family, fuzz.TRANSLATION)
     assert not found, _listing(found)

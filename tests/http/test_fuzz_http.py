@@ -7,8 +7,7 @@ runs many more.
 Transport: every case ends with well-formed answers and a close (or a clean
 close) within the deadline, and a good request is served after each family.
 Translation: no 5xx for a client's mistake and no Python internals in an
-answer; the families where the translation layer still answers 500 are
-marked xfail until the validation layer lands."""
+answer."""
 
 from __future__ import annotations
 
@@ -23,15 +22,6 @@ from pyserver_perf import fuzz
 CASES_PER_FAMILY = int(os.environ.get("PYSERVER_FUZZ_CASES_PER_FAMILY", "60"))
 SEED = int(os.environ.get("PYSERVER_FUZZ_SEED", "15"))
 
-VALIDATION_FINDINGS = {
-    "declared_sizes": "validation layer: v1 batch_size / batch_byte_size beyond uint32 and v2 "
-                      "shapes whose product overflows answer 500",
-    "nv_infer_request": "validation layer: some malformed NV-InferRequest texts answer 500 "
-                        "(seen at 20,000 cases, not at the CI count)",
-    "v2_json": "validation layer: v2 JSON of the wrong types or shapes answers 500",
-    "v2_binary": "validation layer: v2 binary headers with wrong binary_data_size or types "
-                 "answer 500",
-}
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +52,7 @@ def test_fuzzed_requests_end_in_well_formed_answers_and_the_server_keeps_serving
     assert http_request(server.port, "GET", "/api/health/ready")[0] == 200
 
 
-@pytest.mark.parametrize("family", [
-    pytest.param(f, marks=pytest.mark.xfail(strict=False, reason=VALIDATION_FINDINGS[f]))
-    if f in VALIDATION_FINDINGS else f for f in fuzz.HTTP_FAMILIES])
+@pytest.mark.parametrize("family", fuzz.HTTP_FAMILIES)
 def test_fuzzed_client_mistakes_get_4xx_without_internals(report, family):
     found = report.by_family(family, fuzz.TRANSLATION)
     assert not found, _listing(found)

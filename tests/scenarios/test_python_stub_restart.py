@@ -121,5 +121,5 @@ def test_request_running_in_a_killed_stub_fails_naming_the_signal(server, marker
     os.kill(pid, signal.SIGKILL)
     thread.join(20)
     assert not thread.is_alive()
-    assert_error(result["r"], Code.INTERNAL, "SIGKILL", "pids")
+    assert_error(result["r"], Code.INTERNAL, "SIGKILL")
     assert _served_pid(server.port) != pid
