@@ -22,7 +22,6 @@ CASES_PER_FAMILY = int(os.environ.get("PYSERVER_FUZZ_GRPC_CASES_PER_FAMILY", "10
 SEED = int(os.environ.get("PYSERVER_FUZZ_SEED", "15"))
 
 
-
 @pytest.fixture(scope="module")
 def server(example_store, tmp_path_factory):
     srv = ServerProcess(example_store, *fuzz.FUZZ_SERVER_FLAGS,
