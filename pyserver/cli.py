@@ -188,7 +188,7 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
                    help="a client that reads none of its answer this long is disconnected")
     g.add_argument("--http-max-connections", type=int, default=-1,
                    help="open HTTP connections at most; beyond it new ones get 503 and are "
-                        "closed (default: half the open-file limit left after a reserve)")
+                        "closed (-1: half the open-file limit left after a reserve of 256)")
     g.add_argument("--http-body-memory-budget", type=int,
                    default=process_limits.DEFAULT_BODY_BUDGET_BYTES, metavar="BYTES",
                    help="request bodies held in memory at once, declared sizes of bodies "
@@ -198,15 +198,17 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grpc-max-concurrent-streams", type=int, default=256,
                    help="gRPC streams per connection at most (HTTP/2 setting)")
     g.add_argument("--grpc-max-connections", type=int, default=-1,
-                   help="gRPC connections at most (default: as --http-max-connections)")
+                   help="gRPC connections at most (-1: as for --http-max-connections)")
     g.add_argument("--grpc-keepalive-time-secs", type=float, default=60.0,
                    help="ping an idle gRPC connection this often; close it when a ping is "
                         "not answered within --grpc-keepalive-timeout-secs")
-    g.add_argument("--grpc-keepalive-timeout-secs", type=float, default=20.0)
+    g.add_argument("--grpc-keepalive-timeout-secs", type=float, default=20.0,
+                   help="how long a keepalive ping may go unanswered")
     g.add_argument("--grpc-min-ping-interval-secs", type=float, default=10.0,
                    help="clients pinging more often than this are disconnected after "
                         "--grpc-max-ping-strikes")
-    g.add_argument("--grpc-max-ping-strikes", type=int, default=2)
+    g.add_argument("--grpc-max-ping-strikes", type=int, default=2,
+                   help="pings too early tolerated before the connection goes")
     g.add_argument("--grpc-max-connection-idle-secs", type=float, default=0.0,
                    help="close a gRPC connection with no call for this long")
 
