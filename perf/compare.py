@@ -438,6 +438,9 @@ class PyServer(Server):
                 rows.append(Row("pyserver", "v2 HTTP JSON", "wrk", m.name, self.port,
                                 v2_json_request(m)))
                 rows.append(Row("pyserver", "v2 HTTP binary", "perf_analyzer", m.name, self.port))
+                if self.grpc:
+                    rows.append(Row("pyserver", "v2 gRPC", "perf_analyzer", m.name,
+                                    self.grpc_port))
         return rows
 
 
@@ -446,6 +449,7 @@ class Triton(Server):
 
     def start(self) -> None:
         python = self.peer_python()
+        self.grpc_port = free_port()
         site = next((python.parent.parent / "lib").glob("python3*/site-packages"))
         server = site / "pytriton" / "tritonserver"
         backends = self.workdir / "backends" / "python"
@@ -473,7 +477,7 @@ class Triton(Server):
         command = [str(server / "bin" / "tritonserver"), f"--model-repository={repo}",
                    f"--backend-directory={self.workdir / 'backends'}",
                    f"--http-address={HOST}", f"--http-port={self.port}",
-                   f"--grpc-address={HOST}", f"--grpc-port={free_port()}",
+                   f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
                    f"--metrics-address={HOST}", f"--metrics-port={free_port()}",
                    "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
         self.processes.append(Process("triton", command, self.workdir, env))
@@ -483,6 +487,7 @@ class Triton(Server):
         rows = []
         for m in self.models:
             rows += [Row("triton", "v2 HTTP binary", "perf_analyzer", m.name, self.port),
+                     Row("triton", "v2 gRPC", "perf_analyzer", m.name, self.grpc_port),
                      Row("triton", "v2 HTTP binary", "wrk", m.name, self.port,
                          v2_binary_request(m)),
                      Row("triton", "v2 HTTP JSON", "wrk", m.name, self.port, v2_json_request(m))]
@@ -808,7 +813,8 @@ class Clients:
         csv_path = self.workdir / "perf_analyzer.csv"
         csv_path.unlink(missing_ok=True)
         out, wall, cpu = self._run(
-            [self.perf_analyzer, "-m", row.model, "-u", f"{HOST}:{row.port}", "-i", "http",
+            [self.perf_analyzer, "-m", row.model, "-u", f"{HOST}:{row.port}",
+             "-i", "grpc" if "gRPC" in row.api else "http",
              "--concurrency-range", f"{concurrency}:{concurrency}", "-p",
              str(self._window_ms()), "-r", "3", "-s", "1000", "-f", str(csv_path)], self.pa_env)
         row_csv = _read_csv(csv_path)

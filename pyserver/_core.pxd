@@ -208,15 +208,19 @@ cdef class HostMemoryPool:
     cdef unique_ptr[CHostMemoryPool] pool
 
 
+# Every holder of pooled memory keeps the pool's Python object alive (and is
+# no_gc_clear), so the pool is never freed while any of its buffers is out.
 cdef class NativeRuntime:
     cdef unique_ptr[CModelRuntime] runtime
     cdef readonly str description
+    cdef HostMemoryPool pool
 
 
 cdef CNativeRuntimeConfig native_config(object config, int device) except *
 
 
 cdef class SharedBufferOwner:
+    cdef HostMemoryPool pool
     cdef shared_ptr[CPooledBuffer] storage
     cdef const void* data
     cdef Py_ssize_t shape[1]
@@ -224,6 +228,7 @@ cdef class SharedBufferOwner:
 
 
 cdef class PooledArrayOwner:
+    cdef HostMemoryPool pool
     cdef CPooledBuffer buffer
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]

@@ -14,6 +14,8 @@ from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.utility cimport move
 from libcpp.vector cimport vector
 
+cimport cython
+
 import numpy as np
 
 from pyserver.errors import Code, ServerError
@@ -102,6 +104,7 @@ cdef class CompletionQueue:
         return out
 
 
+@cython.no_gc_clear
 cdef class _NativeContext:
     """What a request to a native runtime keeps alive until it completes: the
     payload whose arrays the core reads, bytes made for it (serialized string
@@ -109,6 +112,7 @@ cdef class _NativeContext:
     cdef object payload
     cdef tuple output_names
     cdef list keepalive
+    cdef HostMemoryPool pool
 
 
 cdef dict _native_result(CInferRequest* request, object context):
@@ -124,6 +128,7 @@ cdef dict _native_result(CInferRequest* request, object context):
         name = native.output_names[tensor.index]
         shape = tuple(tensor.shape)
         owner = SharedBufferOwner()
+        owner.pool = native.pool
         owner.storage = tensor.storage
         owner.data = tensor.Data()
         owner.shape[0] = <Py_ssize_t>tensor.byte_size
@@ -138,25 +143,32 @@ cdef dict _native_result(CInferRequest* request, object context):
     return result
 
 
+cdef void _byte_view(Py_buffer* view, int flags, void* data, Py_ssize_t* shape,
+                     Py_ssize_t* strides, bint readonly):
+    """Fills ``view`` (all but its owner) with ``shape[0]`` bytes at ``data``."""
+    strides[0] = 1
+    view.buf = data
+    view.len = shape[0]
+    view.readonly = readonly
+    view.itemsize = 1
+    view.format = NULL
+    if flags & PyBUF_FORMAT:
+        view.format = "B"
+    view.ndim = 1
+    view.shape = shape
+    view.strides = strides
+    view.suboffsets = NULL
+    view.internal = NULL
+
+
+@cython.no_gc_clear
 cdef class SharedBufferOwner:
     """Read-only bytes of a native runtime's output, shared with the other
     requests of its batch; the storage lives while any view of it does."""
 
     def __getbuffer__(self, Py_buffer* view, int flags):
-        self.strides[0] = 1
-        view.buf = <void*>self.data
         view.obj = self
-        view.len = self.shape[0]
-        view.readonly = 1
-        view.itemsize = 1
-        view.format = NULL
-        if flags & PyBUF_FORMAT:
-            view.format = "B"
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = self.strides
-        view.suboffsets = NULL
-        view.internal = NULL
+        _byte_view(view, flags, <void*>self.data, self.shape, self.strides, True)
 
     def __releasebuffer__(self, Py_buffer* view):
         pass
@@ -198,6 +210,7 @@ def retry_failed_batch(config) -> bool:
                                         f"true or false, got '{value}'")
 
 
+@cython.no_gc_clear
 cdef class NativeRuntime:
     """A model instance that runs in C++ (made by a native backend's
     loader). A ModelScheduler takes its C++ runtime over; ``close`` then
@@ -254,6 +267,7 @@ cdef class HostMemoryPool:
                 "pinned": s.pinned}
 
 
+@cython.no_gc_clear
 cdef class PooledArrayOwner:
     """Owns a pooled buffer and exposes it as bytes through the buffer
     protocol; numpy views keep it alive, and the memory returns to the pool
@@ -261,20 +275,8 @@ cdef class PooledArrayOwner:
 
     def __getbuffer__(self, Py_buffer* view, int flags):
         self.shape[0] = <Py_ssize_t>self.buffer.Size()
-        self.strides[0] = 1
-        view.buf = self.buffer.Data()
         view.obj = self
-        view.len = self.shape[0]
-        view.readonly = 0
-        view.itemsize = 1
-        view.format = NULL
-        if flags & PyBUF_FORMAT:
-            view.format = "B"
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = self.strides
-        view.suboffsets = NULL
-        view.internal = NULL
+        _byte_view(view, flags, self.buffer.Data(), self.shape, self.strides, False)
 
     def __releasebuffer__(self, Py_buffer* view):
         pass
@@ -292,7 +294,7 @@ cdef void _fail_all(CBatch* batch, int code, str message) noexcept:
         batch.requests[i].status = CStatus.FromCode(code, encoded)
 
 
-cdef object _merge(CBatch* batch, tuple input_names):
+cdef object _merge(CBatch* batch, tuple input_names, HostMemoryPool pool):
     """One payload holding every request's inputs back to back: gathered
     inputs as views over pooled memory, the rest concatenated here."""
     cdef size_t count = batch.requests.size()
@@ -305,6 +307,7 @@ cdef object _merge(CBatch* batch, tuple input_names):
         sample = first.inputs[name]
         if i < <Py_ssize_t>batch.gathered.size() and batch.gathered[i].Data() != NULL:
             owner = PooledArrayOwner()
+            owner.pool = pool
             owner.buffer = move(batch.gathered[i])
             merged.inputs[name] = np.frombuffer(owner, dtype=sample.dtype).reshape(
                 (batch.total_batch_size,) + sample.shape[1:])
@@ -359,12 +362,12 @@ cdef list _run_alone(object runtime, list payloads):
 
 cdef void _dispatch(object context, CBatch* batch) noexcept:
     cdef size_t count = batch.requests.size()
-    runtime, input_names, retry = context
+    runtime, input_names, retry, pool = context
     try:
         if count == 1:
             results = runtime.execute([<object>batch.requests[0].payload])
         else:
-            merged, payloads = _merge(batch, input_names)
+            merged, payloads = _merge(batch, input_names, pool)
             try:
                 (whole,) = runtime.execute([merged])
                 if isinstance(whole, BaseException):
@@ -401,6 +404,7 @@ cdef CQueuePolicy _queue_policy(dict policy):
     return out
 
 
+@cython.no_gc_clear
 cdef class ModelScheduler:
     """Schedules requests of one model version onto its instances.
 
@@ -448,7 +452,7 @@ cdef class ModelScheduler:
                     raise ValueError("native runtime is closed or already scheduled")
                 native.push_back(move(handle.runtime))
             else:
-                context = (runtime, input_names, retry_failed_batch)
+                context = (runtime, input_names, retry_failed_batch, pool)
                 self.contexts.append(context)
                 native.push_back(unique_ptr[CModelRuntime](
                     new CCallbackRuntime(_execute_in_python, <void*>context)))
@@ -524,6 +528,7 @@ cdef class ModelScheduler:
         context.payload = payload
         context.output_names = self.output_names
         context.keepalive = None
+        context.pool = self.pool
         inputs = payload.inputs
         r.shape_key = payload.shape_key
         r.priority = payload.priority

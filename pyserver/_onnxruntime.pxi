@@ -45,6 +45,7 @@ def load_onnxruntime(config, str library_path, str model_path, bytes model_bytes
         status = COrtRuntime.Create(native, options, pool.pool.get(), &runtime)
     _check(status)
     handle = NativeRuntime()
+    handle.pool = pool
     handle.description = (f"onnxruntime {runtime.get().LibraryVersion().decode()} session of "
                           f"'{config.name}'")
     handle.runtime.reset(runtime.release())

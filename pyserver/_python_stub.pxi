@@ -26,6 +26,7 @@ def load_python_stub(config, list argv, str model_file, str args_json, int devic
     cdef unique_ptr[CPythonStubRuntime] created
     cdef CStatus status
     cdef NativeRuntime handle = NativeRuntime()
+    handle.pool = pool
     for arg in argv:
         options.argv.push_back(arg.encode())
     options.model_file = model_file.encode()

@@ -88,6 +88,7 @@ def load_tensorflow(config, TensorFlowSession session, graph_tensors, str what, 
     cdef unique_ptr[CTensorFlowRuntime] runtime
     cdef CNativeRuntimeConfig native = native_config(config, device)
     cdef NativeRuntime handle = NativeRuntime()
+    handle.pool = pool
     if session.session.get() == NULL:
         raise ValueError("the TensorFlow session was already used")
     for name in graph_tensors:
