@@ -3,7 +3,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,26 +10,10 @@
 #include "batch_executor.h"
 #include "host_memory_pool.h"
 #include "native_runtime.h"
+#include "unit_test.h"
 
 namespace pyserver {
 namespace {
-
-int passed = 0;
-int failed = 0;
-
-#define EXPECT(cond)                                                             \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "  %s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-      ok = false;                                                                \
-    }                                                                            \
-  } while (false)
-
-void Check(const char* name, const std::function<bool()>& test) {
-  const bool ok = test();
-  std::printf("%s %s\n", ok ? "PASS" : "FAIL", name);
-  (ok ? passed : failed) += 1;
-}
 
 // Input X (FP32, dims [2]); output 0 "DOUBLE" = 2 * X (FP32), output 1
 // "NAME" (kString) = one string per row, "row<first value>". Fails the whole
@@ -135,8 +118,7 @@ std::string StringAt(const OutputTensor& t) {
   return std::string(static_cast<const char*>(t.Data()) + 4, length);
 }
 
-bool OneRequestGetsOnlyTheOutputsItAskedFor() {
-  bool ok = true;
+TEST(OneRequestGetsOnlyTheOutputsItAskedFor) {
   Fixture f;
   DoublingRuntime runtime(Config(true), f.pool.get());
   InferRequest* r = f.Add({1, 2}, {0});
@@ -150,11 +132,9 @@ bool OneRequestGetsOnlyTheOutputsItAskedFor() {
     EXPECT(r->outputs[0].shape == std::vector<int64_t>({1, 2}));
     EXPECT(At(r->outputs[0], 0) == 2 && At(r->outputs[0], 1) == 4);
   }
-  return ok;
 }
 
-bool BatchOutputsAreScatteredByRowsWithoutCopies() {
-  bool ok = true;
+TEST(BatchOutputsAreScatteredByRowsWithoutCopies) {
   Fixture f;
   DoublingRuntime runtime(Config(true), f.pool.get());
   InferRequest* a = f.Add({1, 1}, {0, 1});
@@ -176,11 +156,9 @@ bool BatchOutputsAreScatteredByRowsWithoutCopies() {
     EXPECT(a->outputs[0].storage == c->outputs[0].storage);
     EXPECT(c->outputs[0].offset == 3 * 2 * sizeof(float));
   }
-  return ok;
 }
 
-bool FailedBatchRunsEachRequestAloneWhenAllowed() {
-  bool ok = true;
+TEST(FailedBatchRunsEachRequestAloneWhenAllowed) {
   Fixture f;
   DoublingRuntime runtime(Config(true), f.pool.get());
   InferRequest* good = f.Add({1, 1}, {0});
@@ -193,11 +171,9 @@ bool FailedBatchRunsEachRequestAloneWhenAllowed() {
   EXPECT(bad->status.Code() == StatusCode::kInvalidArg);
   EXPECT(bad->outputs.empty());
   if (other->outputs.size() == 1) EXPECT(At(other->outputs[0], 0) == 10);
-  return ok;
 }
 
-bool FailedBatchFailsWholeWhenRetryIsOff() {
-  bool ok = true;
+TEST(FailedBatchFailsWholeWhenRetryIsOff) {
   Fixture f;
   DoublingRuntime runtime(Config(false), f.pool.get());
   InferRequest* good = f.Add({1, 1}, {0});
@@ -207,11 +183,9 @@ bool FailedBatchFailsWholeWhenRetryIsOff() {
   EXPECT(runtime.runs == 1);  // nobody runs twice
   EXPECT(good->status.Code() == StatusCode::kInvalidArg);
   EXPECT(bad->status.Code() == StatusCode::kInvalidArg);
-  return ok;
 }
 
-bool StringLayoutIsCheckedAgainstItsBytes() {
-  bool ok = true;
+TEST(StringLayoutIsCheckedAgainstItsBytes) {
   const unsigned char bytes[] = {2, 0, 0, 0, 'h', 'i', 1, 0, 0, 0, 'x'};
   size_t used = 0;
   EXPECT(StringElementsByteSize(bytes, sizeof(bytes), 2, &used).IsOk() && used == 11);
@@ -221,19 +195,8 @@ bool StringLayoutIsCheckedAgainstItsBytes() {
   EXPECT(ElementCount({4, 0, 3}, &count).IsOk() && count == 0);
   EXPECT(!ElementCount({int64_t(1) << 40, int64_t(1) << 40}, &count).IsOk());
   EXPECT(!ElementCount({-1}, &count).IsOk());
-  return ok;
 }
 
 }  // namespace
 }  // namespace pyserver
 
-int main() {
-  using namespace pyserver;
-  Check("OneRequestGetsOnlyTheOutputsItAskedFor", OneRequestGetsOnlyTheOutputsItAskedFor);
-  Check("BatchOutputsAreScatteredByRowsWithoutCopies", BatchOutputsAreScatteredByRowsWithoutCopies);
-  Check("FailedBatchRunsEachRequestAloneWhenAllowed", FailedBatchRunsEachRequestAloneWhenAllowed);
-  Check("FailedBatchFailsWholeWhenRetryIsOff", FailedBatchFailsWholeWhenRetryIsOff);
-  Check("StringLayoutIsCheckedAgainstItsBytes", StringLayoutIsCheckedAgainstItsBytes);
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
-}

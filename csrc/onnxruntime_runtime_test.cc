@@ -1,13 +1,11 @@
 // Unit tests of OrtRuntime against the real ONNX Runtime library, on models
 // encoded in C++ (onnx_test_models.h).
 // The library comes from $PYSERVER_ONNXRUNTIME_LIBRARY (the onnxruntime
-// wheel's capi/libonnxruntime.so.<version>); without it every test skips.
-// Prints "N passed, M failed, K skipped"; exits 1 on a failure.
+// wheel's capi/libonnxruntime.so.<version>); without it the cases that need it skip.
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,36 +13,10 @@
 #include "cuda_runtime.h"
 #include "onnx_test_models.h"
 #include "onnxruntime_runtime.h"
+#include "unit_test.h"
 
 namespace pyserver {
 namespace {
-
-int passed = 0;
-int failed = 0;
-int skipped = 0;
-const char* only = nullptr;
-const char* skip_reason = nullptr;
-
-#define EXPECT(cond)                                                          \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      std::fprintf(stderr, "  %s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-      ok = false;                                                             \
-    }                                                                         \
-  } while (false)
-
-void Run(const char* name, const std::function<bool()>& test) {
-  if (only != nullptr && std::string(only) != name) return;
-  skip_reason = nullptr;
-  bool ok = test();
-  if (skip_reason != nullptr) {
-    std::printf("SKIP %s: %s\n", name, skip_reason);
-    skipped += 1;
-    return;
-  }
-  std::printf("%s %s\n", ok ? "PASS" : "FAIL", name);
-  (ok ? passed : failed) += 1;
-}
 
 std::string AddSubModel() { return onnx_test::AddSub(); }
 std::string IdentityModel(int type) { return onnx_test::Identity(type); }
@@ -108,219 +80,186 @@ std::string Strings(const std::vector<std::string>& items) {
   return out;
 }
 
-bool NeedLibrary() {
-  if (Library() == nullptr) {
-    skip_reason = "PYSERVER_ONNXRUNTIME_LIBRARY is not set (path of libonnxruntime.so)";
-    return false;
-  }
-  return true;
+// Skips the case where no ONNX Runtime library is given.
+#define NEED_LIBRARY()                                                              \
+  do {                                                                              \
+    if (Library() == nullptr) {                                                     \
+      SKIP("PYSERVER_ONNXRUNTIME_LIBRARY is not set (path of libonnxruntime.so)");  \
+    }                                                                               \
+  } while (false)
+
+TEST(AddSubComputesBothOutputsIntoPooledMemory) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = Load(AddSubConfig(), AddSubModel(), pool.get(), &runtime);
+  EXPECT(status.IsOk());
+  if (!status.IsOk()) { std::fprintf(stderr, "  %s\n", status.Message().c_str()); STOP_CASE(); }
+  std::vector<float> a = {1, 2, 3, 4, 5, 6, 7, 8}, b = {8, 7, 6, 5, 4, 3, 2, 1};
+  std::vector<OutputTensor> outputs;
+  status = runtime->Run(2, {Floats(a, {2, 4}), Floats(b, {2, 4})}, {0, 1}, &outputs);
+  EXPECT(status.IsOk());
+  EXPECT(outputs.size() == 2);
+  if (!status.IsOk() || outputs.size() != 2) STOP_CASE();
+  EXPECT(outputs[0].index == 0 && outputs[1].index == 1);
+  EXPECT((outputs[0].shape == std::vector<int64_t>{2, 4}));
+  EXPECT(AsFloats(outputs[0]) == std::vector<float>(8, 9.0f));
+  EXPECT((AsFloats(outputs[1]) == std::vector<float>{-7, -5, -3, -1, 1, 3, 5, 7}));
+  EXPECT(pool->Stats().bytes_in_use > 0);
 }
 
-void Tests() {
-  Run("AddSubComputesBothOutputsIntoPooledMemory", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = Load(AddSubConfig(), AddSubModel(), pool.get(), &runtime);
-    EXPECT(status.IsOk());
-    if (!status.IsOk()) { std::fprintf(stderr, "  %s\n", status.Message().c_str()); return false; }
-    std::vector<float> a = {1, 2, 3, 4, 5, 6, 7, 8}, b = {8, 7, 6, 5, 4, 3, 2, 1};
-    std::vector<OutputTensor> outputs;
-    status = runtime->Run(2, {Floats(a, {2, 4}), Floats(b, {2, 4})}, {0, 1}, &outputs);
-    EXPECT(status.IsOk());
-    EXPECT(outputs.size() == 2);
-    if (!status.IsOk() || outputs.size() != 2) return false;
-    EXPECT(outputs[0].index == 0 && outputs[1].index == 1);
-    EXPECT((outputs[0].shape == std::vector<int64_t>{2, 4}));
-    EXPECT(AsFloats(outputs[0]) == std::vector<float>(8, 9.0f));
-    EXPECT((AsFloats(outputs[1]) == std::vector<float>{-7, -5, -3, -1, 1, 3, 5, 7}));
-    EXPECT(pool->Stats().bytes_in_use > 0);
-    return ok;
-  });
+TEST(OnlyTheWantedOutputsAreReturned) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  EXPECT(Load(AddSubConfig(), AddSubModel(), pool.get(), &runtime).IsOk());
+  if (!runtime) STOP_CASE();
+  std::vector<float> a = {1, 1, 1, 1}, b = {3, 3, 3, 3};
+  std::vector<OutputTensor> outputs;
+  EXPECT(runtime->Run(1, {Floats(a, {1, 4}), Floats(b, {1, 4})}, {1}, &outputs).IsOk());
+  EXPECT(outputs.size() == 1 && outputs[0].index == 1);
+  EXPECT(!outputs.empty() && AsFloats(outputs[0]) == std::vector<float>(4, -2.0f));
+}
 
-  Run("OnlyTheWantedOutputsAreReturned", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    EXPECT(Load(AddSubConfig(), AddSubModel(), pool.get(), &runtime).IsOk());
-    if (!runtime) return false;
-    std::vector<float> a = {1, 1, 1, 1}, b = {3, 3, 3, 3};
+TEST(OpenOutputDimsAreCopiedOnceWithTheirRunTimeShape) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  EXPECT(Load(IdentityConfig(DataType::kFp32), IdentityModel(ort::kFloat), pool.get(),
+              &runtime).IsOk());
+  if (!runtime) STOP_CASE();
+  std::vector<float> x = {1, 2, 3, 4, 5, 6};
+  for (int64_t cols : {3, 2}) {
     std::vector<OutputTensor> outputs;
-    EXPECT(runtime->Run(1, {Floats(a, {1, 4}), Floats(b, {1, 4})}, {1}, &outputs).IsOk());
-    EXPECT(outputs.size() == 1 && outputs[0].index == 1);
-    EXPECT(!outputs.empty() && AsFloats(outputs[0]) == std::vector<float>(4, -2.0f));
-    return ok;
-  });
-
-  Run("OpenOutputDimsAreCopiedOnceWithTheirRunTimeShape", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    EXPECT(Load(IdentityConfig(DataType::kFp32), IdentityModel(ort::kFloat), pool.get(),
-                &runtime).IsOk());
-    if (!runtime) return false;
-    std::vector<float> x = {1, 2, 3, 4, 5, 6};
-    for (int64_t cols : {3, 2}) {
-      std::vector<OutputTensor> outputs;
-      EXPECT(runtime->Run(6 / cols, {Floats(x, {6 / cols, cols})}, {0}, &outputs).IsOk());
-      EXPECT(outputs.size() == 1);
-      if (outputs.size() != 1) return false;
-      EXPECT((outputs[0].shape == std::vector<int64_t>{6 / cols, cols}));
-      EXPECT(AsFloats(outputs[0]) == x);
-    }
-    return ok;
-  });
-
-  Run("StringTensorsRoundTripAnyBytes", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = Load(IdentityConfig(DataType::kString), IdentityModel(ort::kString),
-                         pool.get(), &runtime);
-    EXPECT(status.IsOk());
-    if (!runtime) { std::fprintf(stderr, "  %s\n", status.Message().c_str()); return false; }
-    std::string bytes = Strings({"one", "", std::string("a\0b", 3), "\xff\xfe"});
-    TensorView view;
-    view.type = DataType::kString;
-    view.shape = {2, 2};
-    view.data = bytes.data();
-    view.byte_size = bytes.size();
-    std::vector<OutputTensor> outputs;
-    EXPECT(runtime->Run(2, {view}, {0}, &outputs).IsOk());
+    EXPECT(runtime->Run(6 / cols, {Floats(x, {6 / cols, cols})}, {0}, &outputs).IsOk());
     EXPECT(outputs.size() == 1);
-    if (outputs.size() != 1) return false;
-    EXPECT((outputs[0].shape == std::vector<int64_t>{2, 2}));
-    EXPECT(outputs[0].type == DataType::kString);
-    EXPECT(std::string(static_cast<const char*>(outputs[0].Data()), outputs[0].byte_size) == bytes);
-    return ok;
-  });
+    if (outputs.size() != 1) STOP_CASE();
+    EXPECT((outputs[0].shape == std::vector<int64_t>{6 / cols, cols}));
+    EXPECT(AsFloats(outputs[0]) == x);
+  }
+}
 
-  Run("TruncatedStringInputIsInvalidArgument", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    EXPECT(Load(IdentityConfig(DataType::kString), IdentityModel(ort::kString), pool.get(),
-                &runtime).IsOk());
-    if (!runtime) return false;
-    std::string bytes = Strings({"abc"});
-    bytes.pop_back();
-    TensorView view;
-    view.type = DataType::kString;
-    view.shape = {1, 1};
-    view.data = bytes.data();
-    view.byte_size = bytes.size();
-    std::vector<OutputTensor> outputs;
-    Status status = runtime->Run(1, {view}, {0}, &outputs);
-    EXPECT(status.Code() == StatusCode::kInvalidArg);
-    return ok;
-  });
+TEST(StringTensorsRoundTripAnyBytes) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = Load(IdentityConfig(DataType::kString), IdentityModel(ort::kString),
+                       pool.get(), &runtime);
+  EXPECT(status.IsOk());
+  if (!runtime) { std::fprintf(stderr, "  %s\n", status.Message().c_str()); STOP_CASE(); }
+  std::string bytes = Strings({"one", "", std::string("a\0b", 3), "\xff\xfe"});
+  TensorView view;
+  view.type = DataType::kString;
+  view.shape = {2, 2};
+  view.data = bytes.data();
+  view.byte_size = bytes.size();
+  std::vector<OutputTensor> outputs;
+  EXPECT(runtime->Run(2, {view}, {0}, &outputs).IsOk());
+  EXPECT(outputs.size() == 1);
+  if (outputs.size() != 1) STOP_CASE();
+  EXPECT((outputs[0].shape == std::vector<int64_t>{2, 2}));
+  EXPECT(outputs[0].type == DataType::kString);
+  EXPECT(std::string(static_cast<const char*>(outputs[0].Data()), outputs[0].byte_size) == bytes);
+}
 
-  Run("AFailedRunIsInternalAndNamesOnnxruntime", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    EXPECT(Load(AddSubConfig(), AddSubModel(), pool.get(), &runtime).IsOk());
-    if (!runtime) return false;
-    std::vector<float> a(8, 1.0f), b(12, 1.0f);
-    std::vector<OutputTensor> outputs;
-    Status status = runtime->Run(2, {Floats(a, {2, 4}), Floats(b, {3, 4})}, {0, 1}, &outputs);
-    EXPECT(status.Code() == StatusCode::kInternal);
-    EXPECT(status.Message().rfind("onnxruntime: ", 0) == 0);
-    // The session still serves.
-    EXPECT(runtime->Run(2, {Floats(a, {2, 4}), Floats(a, {2, 4})}, {0}, &outputs).IsOk());
-    return ok;
-  });
+TEST(TruncatedStringInputIsInvalidArgument) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  EXPECT(Load(IdentityConfig(DataType::kString), IdentityModel(ort::kString), pool.get(),
+              &runtime).IsOk());
+  if (!runtime) STOP_CASE();
+  std::string bytes = Strings({"abc"});
+  bytes.pop_back();
+  TensorView view;
+  view.type = DataType::kString;
+  view.shape = {1, 1};
+  view.data = bytes.data();
+  view.byte_size = bytes.size();
+  std::vector<OutputTensor> outputs;
+  Status status = runtime->Run(1, {view}, {0}, &outputs);
+  EXPECT(status.Code() == StatusCode::kInvalidArg);
+}
 
-  Run("ConfigInputTheModelLacksFailsTheLoadNamingBoth", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    NativeRuntimeConfig config = AddSubConfig();
-    config.inputs[1].name = "Q";
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = Load(config, AddSubModel(), pool.get(), &runtime);
-    EXPECT(status.Code() == StatusCode::kInvalidArg);
-    EXPECT(status.Message() == "model has no input 'Q'; it has A, B");
-    return ok;
-  });
+TEST(AFailedRunIsInternalAndNamesOnnxruntime) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  EXPECT(Load(AddSubConfig(), AddSubModel(), pool.get(), &runtime).IsOk());
+  if (!runtime) STOP_CASE();
+  std::vector<float> a(8, 1.0f), b(12, 1.0f);
+  std::vector<OutputTensor> outputs;
+  Status status = runtime->Run(2, {Floats(a, {2, 4}), Floats(b, {3, 4})}, {0, 1}, &outputs);
+  EXPECT(status.Code() == StatusCode::kInternal);
+  EXPECT(status.Message().rfind("onnxruntime: ", 0) == 0);
+  // The session still serves.
+  EXPECT(runtime->Run(2, {Floats(a, {2, 4}), Floats(a, {2, 4})}, {0}, &outputs).IsOk());
+}
 
-  Run("ConfigTypeUnlikeTheModelsFailsTheLoad", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    NativeRuntimeConfig config = AddSubConfig();
-    config.outputs[0].type = DataType::kInt32;
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = Load(config, AddSubModel(), pool.get(), &runtime);
-    EXPECT(status.Code() == StatusCode::kInvalidArg);
-    EXPECT(status.Message() == "output 'SUM' is tensor(float) in the model but TYPE_INT32 in the config");
-    return ok;
-  });
+TEST(ConfigInputTheModelLacksFailsTheLoadNamingBoth) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  NativeRuntimeConfig config = AddSubConfig();
+  config.inputs[1].name = "Q";
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = Load(config, AddSubModel(), pool.get(), &runtime);
+  EXPECT(status.Code() == StatusCode::kInvalidArg);
+  EXPECT(status.Message() == "model has no input 'Q'; it has A, B");
+}
 
-  Run("BytesThatAreNoModelFailTheLoad", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    auto pool = NewPool();
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = Load(AddSubConfig(), "not a model", pool.get(), &runtime);
-    EXPECT(status.Code() == StatusCode::kInvalidArg);
-    EXPECT(status.Message().rfind("onnxruntime could not load 'test/model.onnx': ", 0) == 0);
-    return ok;
-  });
+TEST(ConfigTypeUnlikeTheModelsFailsTheLoad) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  NativeRuntimeConfig config = AddSubConfig();
+  config.outputs[0].type = DataType::kInt32;
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = Load(config, AddSubModel(), pool.get(), &runtime);
+  EXPECT(status.Code() == StatusCode::kInvalidArg);
+  EXPECT(status.Message() == "output 'SUM' is tensor(float) in the model but TYPE_INT32 in the config");
+}
 
-  Run("AMissingLibraryIsUnavailable", [] {
-    bool ok = true;
-    auto pool = NewPool();
-    OrtRuntimeOptions options;
-    options.library_path = "/nonexistent/libonnxruntime.so";
-    options.model_bytes = AddSubModel();
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = OrtRuntime::Create(AddSubConfig(), options, pool.get(), &runtime);
+TEST(BytesThatAreNoModelFailTheLoad) {
+  NEED_LIBRARY();
+  auto pool = NewPool();
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = Load(AddSubConfig(), "not a model", pool.get(), &runtime);
+  EXPECT(status.Code() == StatusCode::kInvalidArg);
+  EXPECT(status.Message().rfind("onnxruntime could not load 'test/model.onnx': ", 0) == 0);
+}
+
+TEST(AMissingLibraryIsUnavailable) {
+  auto pool = NewPool();
+  OrtRuntimeOptions options;
+  options.library_path = "/nonexistent/libonnxruntime.so";
+  options.model_bytes = AddSubModel();
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = OrtRuntime::Create(AddSubConfig(), options, pool.get(), &runtime);
+  EXPECT(status.Code() == StatusCode::kUnavailable);
+  EXPECT(status.Message().find("/nonexistent/libonnxruntime.so") != std::string::npos);
+}
+
+TEST(GpuInstanceRunsOnItsDeviceOrSaysWhyNot) {
+  NEED_LIBRARY();
+  if (CudaRuntime::Get() == nullptr) {
+    SKIP("no CUDA runtime library or no CUDA device");
+  }
+  auto pool = NewPool();
+  NativeRuntimeConfig config = AddSubConfig();
+  config.device = 0;
+  std::unique_ptr<OrtRuntime> runtime;
+  Status status = Load(config, AddSubModel(), pool.get(), &runtime);
+  if (!status.IsOk()) {
+    // A CPU-only onnxruntime build: the load must say so.
     EXPECT(status.Code() == StatusCode::kUnavailable);
-    EXPECT(status.Message().find("/nonexistent/libonnxruntime.so") != std::string::npos);
-    return ok;
-  });
-
-  Run("GpuInstanceRunsOnItsDeviceOrSaysWhyNot", [] {
-    bool ok = true;
-    if (!NeedLibrary()) return ok;
-    if (CudaRuntime::Get() == nullptr) {
-      skip_reason = "no CUDA runtime library or no CUDA device";
-      return ok;
-    }
-    auto pool = NewPool();
-    NativeRuntimeConfig config = AddSubConfig();
-    config.device = 0;
-    std::unique_ptr<OrtRuntime> runtime;
-    Status status = Load(config, AddSubModel(), pool.get(), &runtime);
-    if (!status.IsOk()) {
-      // A CPU-only onnxruntime build: the load must say so.
-      EXPECT(status.Code() == StatusCode::kUnavailable);
-      EXPECT(status.Message().find("onnxruntime-gpu") != std::string::npos);
-      skip_reason = "this onnxruntime build has no CUDA provider";
-      return ok;
-    }
-    std::vector<float> a = {1, 2, 3, 4}, b = {1, 1, 1, 1};
-    std::vector<OutputTensor> outputs;
-    EXPECT(runtime->Run(1, {Floats(a, {1, 4}), Floats(b, {1, 4})}, {0, 1}, &outputs).IsOk());
-    EXPECT(outputs.size() == 2 && (AsFloats(outputs[0]) == std::vector<float>{2, 3, 4, 5}));
-    return ok;
-  });
+    EXPECT(status.Message().find("onnxruntime-gpu") != std::string::npos);
+    SKIP("this onnxruntime build has no CUDA provider");
+  }
+  std::vector<float> a = {1, 2, 3, 4}, b = {1, 1, 1, 1};
+  std::vector<OutputTensor> outputs;
+  EXPECT(runtime->Run(1, {Floats(a, {1, 4}), Floats(b, {1, 4})}, {0, 1}, &outputs).IsOk());
+  EXPECT(outputs.size() == 2 && (AsFloats(outputs[0]) == std::vector<float>{2, 3, 4, 5}));
 }
 
 }  // namespace
 }  // namespace pyserver
 
-int main(int argc, char** argv) {
-  if (argc > 1) pyserver::only = argv[1];
-  pyserver::Tests();
-  std::printf("%d passed, %d failed, %d skipped\n", pyserver::passed, pyserver::failed,
-              pyserver::skipped);
-  return pyserver::failed == 0 ? 0 : 1;
-}

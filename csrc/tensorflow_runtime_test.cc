@@ -1,15 +1,13 @@
 // Tests of TensorFlowRuntime against the real TensorFlow C library, on a
 // graph built here through the C API (no Python). The library comes from
 // $PYSERVER_LIBTENSORFLOW (CMake sets it from the configuring Python's
-// tensorflow package); without it every test is skipped and the binary
-// exits 77. Prints "N passed, M failed, K skipped".
+// tensorflow package); without it the cases that need it skip.
 
 #include <dlfcn.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,34 +17,28 @@
 #include "model_runtime.h"
 #include "tensorflow_api.h"
 #include "tensorflow_runtime.h"
+#include "unit_test.h"
 
 namespace pyserver {
 namespace {
-
-int passed = 0;
-int failed = 0;
-const char* only = nullptr;
-
-#define EXPECT(cond)                                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "  %s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-      ok = false;                                                              \
-    }                                                                          \
-  } while (false)
-
-void Run(const char* name, const std::function<bool()>& test) {
-  if (only != nullptr && std::string(only) != name) return;
-  const bool ok = test();
-  std::printf("%s %s\n", ok ? "PASS" : "FAIL", name);
-  (ok ? passed : failed) += 1;
-}
 
 bool Contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-std::string library_path;
+// $PYSERVER_LIBTENSORFLOW, or empty.
+const std::string library_path = [] {
+  const char* path = std::getenv("PYSERVER_LIBTENSORFLOW");
+  return std::string(path != nullptr ? path : "");
+}();
+
+// Skips the case where no TensorFlow library is given.
+#define NEED_TENSORFLOW()                                                            \
+  do {                                                                               \
+    if (library_path.empty()) {                                                      \
+      SKIP("PYSERVER_LIBTENSORFLOW is not set (no TensorFlow library)");             \
+    }                                                                                \
+  } while (false)
 
 // The graph-building part of the C API, which only this test needs.
 struct GraphBuilder {
@@ -184,19 +176,19 @@ struct TestInputs {
   }
 };
 
-bool RunComputesEveryWantedOutputForTheBatch() {
-  bool ok = true;
+TEST(RunComputesEveryWantedOutputForTheBatch) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::unique_ptr<TensorFlowRuntime> runtime;
   Status status = NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime);
   EXPECT(status.IsOk());
-  if (!status.IsOk()) return false;
+  if (!status.IsOk()) STOP_CASE();
   TestInputs in(3);
   std::vector<OutputTensor> out;
   status = runtime->Run(3, in.views, {0, 1, 3}, &out);
   EXPECT(status.IsOk());
   EXPECT(out.size() == 3);
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   EXPECT(out[0].index == 0 && out[1].index == 1 && out[2].index == 3);
   EXPECT((out[0].shape == std::vector<int64_t>{3, 4}));
   EXPECT(out[0].byte_size == 12 * sizeof(float));
@@ -210,49 +202,46 @@ bool RunComputesEveryWantedOutputForTheBatch() {
   const auto* lengths = static_cast<const int32_t*>(out[2].Data());
   EXPECT(lengths[0] == 5);
   for (int i = 1; i < 6; ++i) EXPECT(lengths[i] == i * 20);
-  return ok;
 }
 
-bool StringOutputsUseTheCoresLengthPrefixedLayout() {
-  bool ok = true;
+TEST(StringOutputsUseTheCoresLengthPrefixedLayout) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::unique_ptr<TensorFlowRuntime> runtime;
   EXPECT(NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime).IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   TestInputs in(2);
   std::vector<OutputTensor> out;
   EXPECT(runtime->Run(2, in.views, {2}, &out).IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   EXPECT(out.size() == 1 && out[0].type == DataType::kString);
   EXPECT((out[0].shape == std::vector<int64_t>{2, 2}));
   const std::string want = Strings({"HELLO", std::string(20, 'B'), std::string(40, 'C'),
                                     std::string(60, 'D')});
   EXPECT(out[0].byte_size == want.size());
   EXPECT(std::memcmp(out[0].Data(), want.data(), want.size()) == 0);
-  return ok;
 }
 
-bool OutputsComeFromThePool() {
-  bool ok = true;
+TEST(OutputsComeFromThePool) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::unique_ptr<TensorFlowRuntime> runtime;
   EXPECT(NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime).IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   TestInputs in(1);
   std::vector<OutputTensor> out;
   EXPECT(runtime->Run(1, in.views, {0, 2}, &out).IsOk());
   EXPECT(pool->Stats().bytes_in_use > 0);
   out.clear();
   EXPECT(pool->Stats().bytes_in_use == 0);
-  return ok;
 }
 
-bool AFailedRunIsInternalWithTensorFlowsMessage() {
-  bool ok = true;
+TEST(AFailedRunIsInternalWithTensorFlowsMessage) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::unique_ptr<TensorFlowRuntime> runtime;
   EXPECT(NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime).IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   TestInputs in(2);
   in.views[1].shape = {2, 3};  // incompatible with INPUT0's [2, 4]
   in.views[1].byte_size = 6 * sizeof(float);
@@ -263,32 +252,30 @@ bool AFailedRunIsInternalWithTensorFlowsMessage() {
   // The session keeps serving.
   TestInputs good(2);
   EXPECT(runtime->Run(2, good.views, {0}, &out).IsOk());
-  return ok;
 }
 
-bool AStringInputThatRunsOutOfBytesIsInvalid() {
-  bool ok = true;
+TEST(AStringInputThatRunsOutOfBytesIsInvalid) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::unique_ptr<TensorFlowRuntime> runtime;
   EXPECT(NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime).IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   TestInputs in(2);
   in.views[2].byte_size -= 3;
   std::vector<OutputTensor> out;
   Status status = runtime->Run(2, in.views, {2}, &out);
   EXPECT(status.Code() == StatusCode::kInvalidArg);
   EXPECT(Contains(status.Message(), "TEXT"));
-  return ok;
 }
 
 // Two requests (batch 1 and 2) executed as one batch, the way the dynamic
 // batcher hands them over: inputs gathered back to back in pooled memory.
-bool ExecuteScattersABatchsOutputsToItsRequests() {
-  bool ok = true;
+TEST(ExecuteScattersABatchsOutputsToItsRequests) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::unique_ptr<TensorFlowRuntime> runtime;
   EXPECT(NewRuntime(pool.get(), TestConfig(), kGraphTensors, &runtime).IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   TestInputs one(1), two(2);
   InferRequest first, second;
   first.batch_size = 1;
@@ -316,7 +303,7 @@ bool ExecuteScattersABatchsOutputsToItsRequests() {
   runtime->Execute(&batch);
   EXPECT(first.status.IsOk());
   EXPECT(second.status.IsOk());
-  if (!ok) return false;
+  if (test_result_->failed()) return;
   EXPECT(first.outputs.size() == 1 && first.outputs[0].index == 2);
   const std::string upper = Strings({"HELLO", std::string(20, 'B')});
   EXPECT(first.outputs[0].byte_size == upper.size());
@@ -327,11 +314,10 @@ bool ExecuteScattersABatchsOutputsToItsRequests() {
   for (int i = 0; i < 8; ++i) EXPECT(sum[i] == two.a[i] + two.b[i]);
   const auto* lengths = static_cast<const int32_t*>(second.outputs[1].Data());
   EXPECT(lengths[0] == 5 && lengths[1] == 20 && lengths[2] == 40 && lengths[3] == 60);
-  return ok;
 }
 
-bool ATypeThatDiffersFromTheConfigFailsToBind() {
-  bool ok = true;
+TEST(ATypeThatDiffersFromTheConfigFailsToBind) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   NativeRuntimeConfig config = TestConfig();
   config.inputs[0].type = DataType::kFp64;
@@ -340,11 +326,10 @@ bool ATypeThatDiffersFromTheConfigFailsToBind() {
   EXPECT(status.Code() == StatusCode::kInvalidArg);
   EXPECT(Contains(status.Message(), "input 'INPUT0' is DT_FLOAT in the model but TYPE_FP64"));
   EXPECT(runtime == nullptr);
-  return ok;
 }
 
-bool AMissingTensorFailsToBindNamingIt() {
-  bool ok = true;
+TEST(AMissingTensorFailsToBindNamingIt) {
+  NEED_TENSORFLOW();
   auto pool = NewPool();
   std::vector<std::string> names = kGraphTensors;
   names[4] = "NOPE";
@@ -357,11 +342,10 @@ bool AMissingTensorFailsToBindNamingIt() {
   names[4] = "OUTPUT1";
   status = NewRuntime(pool.get(), TestConfig(), names, &runtime);
   EXPECT(Contains(status.Message(), "operation 'UPPER' has 1 outputs; there is no output 3"));
-  return ok;
 }
 
-bool AGraphDefTensorFlowCannotParseIsInvalid() {
-  bool ok = true;
+TEST(AGraphDefTensorFlowCannotParseIsInvalid) {
+  NEED_TENSORFLOW();
   TensorFlowSessionOptions options;
   options.library_path = library_path;
   std::unique_ptr<TensorFlowSession> session;
@@ -369,11 +353,10 @@ bool AGraphDefTensorFlowCannotParseIsInvalid() {
   EXPECT(status.Code() == StatusCode::kInvalidArg);
   EXPECT(Contains(status.Message(), "tensorflow could not import the GraphDef"));
   EXPECT(session == nullptr);
-  return ok;
 }
 
-bool AMissingSavedModelIsInvalid() {
-  bool ok = true;
+TEST(AMissingSavedModelIsInvalid) {
+  NEED_TENSORFLOW();
   TensorFlowSessionOptions options;
   options.library_path = library_path;
   std::unique_ptr<TensorFlowSession> session;
@@ -383,44 +366,17 @@ bool AMissingSavedModelIsInvalid() {
                                         &meta_graph);
   EXPECT(status.Code() == StatusCode::kInvalidArg);
   EXPECT(Contains(status.Message(), "tensorflow could not load the SavedModel '/nonexistent"));
-  return ok;
 }
 
-bool ALibraryThatCannotLoadIsUnavailable() {
-  bool ok = true;
+TEST(ALibraryThatCannotLoadIsUnavailable) {
   TensorFlowSessionOptions options;
   options.library_path = "/nonexistent/libtensorflow_cc.so.2";
   std::unique_ptr<TensorFlowSession> session;
   Status status = TensorFlowSession::FromGraphDef(options, "", &session);
   EXPECT(status.Code() == StatusCode::kUnavailable);
   EXPECT(Contains(status.Message(), "cannot load /nonexistent/libtensorflow_cc.so.2"));
-  return ok;
 }
 
 }  // namespace
 }  // namespace pyserver
 
-int main(int argc, char** argv) {
-  using namespace pyserver;
-  if (argc > 1) only = argv[1];
-  const char* path = std::getenv("PYSERVER_LIBTENSORFLOW");
-  if (path == nullptr || *path == '\0') {
-    std::printf("SKIP all: PYSERVER_LIBTENSORFLOW is not set (no TensorFlow library)\n");
-    return 77;
-  }
-  library_path = path;
-  Run("RunComputesEveryWantedOutputForTheBatch", RunComputesEveryWantedOutputForTheBatch);
-  Run("StringOutputsUseTheCoresLengthPrefixedLayout",
-      StringOutputsUseTheCoresLengthPrefixedLayout);
-  Run("OutputsComeFromThePool", OutputsComeFromThePool);
-  Run("AFailedRunIsInternalWithTensorFlowsMessage", AFailedRunIsInternalWithTensorFlowsMessage);
-  Run("AStringInputThatRunsOutOfBytesIsInvalid", AStringInputThatRunsOutOfBytesIsInvalid);
-  Run("ExecuteScattersABatchsOutputsToItsRequests", ExecuteScattersABatchsOutputsToItsRequests);
-  Run("ATypeThatDiffersFromTheConfigFailsToBind", ATypeThatDiffersFromTheConfigFailsToBind);
-  Run("AMissingTensorFailsToBindNamingIt", AMissingTensorFailsToBindNamingIt);
-  Run("AGraphDefTensorFlowCannotParseIsInvalid", AGraphDefTensorFlowCannotParseIsInvalid);
-  Run("AMissingSavedModelIsInvalid", AMissingSavedModelIsInvalid);
-  Run("ALibraryThatCannotLoadIsUnavailable", ALibraryThatCannotLoadIsUnavailable);
-  std::printf("%d passed, %d failed, 0 skipped\n", passed, failed);
-  return failed == 0 ? 0 : 1;
-}

@@ -94,6 +94,14 @@ inline int RunUnitTests(int argc, char** argv) {
     if (!(condition)) test_result_->Fail(__FILE__, __LINE__, #condition);          \
   } while (false)
 
+// Fails the case and ends it: what follows cannot run (an earlier EXPECT
+// usually says why).
+#define STOP_CASE()                                                       \
+  do {                                                                      \
+    test_result_->Fail(__FILE__, __LINE__, "the case to get this far");    \
+    return;                                                                 \
+  } while (false)
+
 // Ends the case as skipped, with the reason shown by ctest's output and pytest.
 #define SKIP(reason)                \
   do {                              \
