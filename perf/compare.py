@@ -17,7 +17,9 @@ beside it, pyserver is measured with pyserver-perf (v1) and Triton with
 perf_analyzer (v2, binary tensors), the perf_client family. "× pyserver"
 divides by the pyserver row measured by the same client (wrk by pyserver
 over wrk; perf_analyzer by pyserver-perf, marked †: same method, not the same
-binary).
+binary). ``grpc_aio`` is the ceiling of grpc.aio itself (perf/peers/grpc_aio_ceiling.py:
+ModelInfer answered from cached bytes, in pyserver's venv), measured by perf_analyzer
+over v2 gRPC beside pyserver's and Triton's gRPC rows.
 
 Rounds alternate the servers (the order rotates each round) and the table
 quotes medians: the machine is shared. Every server binds 127.0.0.1 only;
@@ -66,7 +68,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0
 PROBE_TIMEOUT_S = 20.0
 ECHO_BODY = bytes(range(128))
-SERVERS = ("pyserver", "triton", "mlserver", "kserve", "torchserve", "nginx", "h11")
+SERVERS = ("pyserver", "triton", "mlserver", "kserve", "torchserve", "nginx", "h11", "grpc_aio")
 PEER_OF = {"triton": "triton", "mlserver": "mlserver", "kserve": "kserve",
            "torchserve": "torchserve"}
 
@@ -663,9 +665,36 @@ class H11Echo(Server):
         return [Row("h11", "echo 128 B", "wrk", "echo", self.port, echo_request())]
 
 
+class GrpcAioCeiling(Server):
+    """perf/peers/grpc_aio_ceiling.py: grpc.aio answering ModelInfer from cached bytes (the
+    ceiling of any server on grpc.aio, in pyserver's venv and so its grpcio)."""
+    name = "grpc_aio"
+
+    def start(self) -> None:
+        self.ports = {}
+        for model in self.models:
+            port = self.ports[model.name] = free_port()
+            command = [sys.executable, str(PERF / "peers" / "grpc_aio_ceiling.py"),
+                       f"--address={HOST}", f"--port={port}", f"--model={model.name}",
+                       f"--max-batch-size={model.max_batch_size}"]
+            command += [f"--input={n}:{','.join(map(str, d))}" for n, d in model.inputs]
+            command += [f"--output={n}:{','.join(map(str, d))}" for n, d in model.outputs]
+            process = Process(f"grpc_aio_{model.name}", command, self.workdir)
+            self.processes.append(process)
+            deadline = time.monotonic() + 30
+            while "serving" not in process.log_tail():
+                if time.monotonic() > deadline or process.proc.poll() is not None:
+                    raise Unavailable(f"grpc.aio ceiling did not start ({process.log_tail()})")
+                time.sleep(0.1)
+
+    def rows(self) -> list[Row]:
+        return [Row("grpc_aio", "v2 gRPC", "perf_analyzer", m.name, self.ports[m.name])
+                for m in self.models]
+
+
 SERVER_CLASSES = {"pyserver": PyServer, "triton": Triton, "mlserver": MLServer,
                   "kserve": KServe, "torchserve": TorchServe, "nginx": NginxEcho,
-                  "h11": H11Echo}
+                  "h11": H11Echo, "grpc_aio": GrpcAioCeiling}
 
 
 def placeholder_rows(name: str, models: list[Model], reason: str) -> list[Row]:
@@ -675,7 +704,7 @@ def placeholder_rows(name: str, models: list[Model], reason: str) -> list[Row]:
                        ("v2 HTTP JSON", "wrk")],
             "mlserver": [("v2 HTTP JSON", "wrk")], "kserve": [("v2 HTTP JSON", "wrk")],
             "torchserve": [("HTTP JSON", "wrk")], "nginx": [("echo 128 B", "wrk")],
-            "h11": [("echo 128 B", "wrk")]}[name]
+            "h11": [("echo 128 B", "wrk")], "grpc_aio": [("v2 gRPC", "perf_analyzer")]}[name]
     names = ["echo"] if name in ("nginx", "h11") else [m.name for m in models]
     return [Row(name, api, client, model, reason=reason) for model in names
             for api, client in apis]
