@@ -45,6 +45,27 @@ void ModelStats::RecordRejected(uint32_t batch_size, uint64_t duration_ns) {
   s.failed_ns += duration_ns;
 }
 
+void ModelStats::RecordCacheHit(uint32_t batch_size, uint64_t received_ns, uint64_t end_ns,
+                                uint64_t lookup_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  BatchSizeStats& s = stats_.by_batch_size[batch_size];
+  const uint64_t total = end_ns - received_ns;
+  s.success_count += 1;
+  s.success_ns += total;
+  s.queue_count += 1;  // queued for no time, as Triton counts a hit
+  stats_.request_latency.Observe(total);
+  stats_.queue_latency.Observe(0);
+  stats_.cache_hit_count += 1;
+  stats_.cache_hit_ns += lookup_ns;
+  stats_.last_inference_ns = end_ns;
+}
+
+void ModelStats::RecordCacheMiss(uint64_t duration_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.cache_miss_count += 1;
+  stats_.cache_miss_ns += duration_ns;
+}
+
 ModelStatsSnapshot ModelStats::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;

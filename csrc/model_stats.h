@@ -43,6 +43,11 @@ struct ModelStatsSnapshot {
   uint64_t inference_count = 0;  // sum of batch sizes of successful requests
   uint64_t execution_count = 0;  // batches executed
   uint64_t last_inference_ns = 0;
+  // Response cache (Triton's cache_hit / cache_miss statistics).
+  uint64_t cache_hit_count = 0;
+  uint64_t cache_hit_ns = 0;   // time spent looking up the responses served from the cache
+  uint64_t cache_miss_count = 0;
+  uint64_t cache_miss_ns = 0;  // lookup plus insertion time of the requests that missed
 };
 
 // Thread safe: one mutex per model version, held for a few additions; no
@@ -54,6 +59,18 @@ class ModelStats {
 
   // Records a request rejected before it reached the scheduler.
   void RecordRejected(uint32_t batch_size, uint64_t duration_ns);
+
+  // Records a request answered from the response cache without reaching the
+  // scheduler: a success (request time received_ns -> end_ns, no queue
+  // time, no compute, no inference or execution counted) and a cache hit
+  // whose lookup took lookup_ns. Requires received_ns <= end_ns.
+  void RecordCacheHit(uint32_t batch_size, uint64_t received_ns, uint64_t end_ns,
+                      uint64_t lookup_ns);
+
+  // Records a successful request that missed the response cache: lookup
+  // plus insertion took duration_ns. Its success is recorded by
+  // RecordCompleted as for any request.
+  void RecordCacheMiss(uint64_t duration_ns);
 
   ModelStatsSnapshot Snapshot() const;
 

@@ -44,5 +44,31 @@ TEST(StatsCountSuccessFailureAndBatchSizes) {
   EXPECT(failures == 5);
 }
 
+TEST(StatsCountCacheHitsAsSuccessesWithoutExecution) {
+  ModelStats stats;
+  stats.RecordCacheHit(2, 1000, 4000, 500);
+  stats.RecordCacheHit(2, 5000, 6000, 300);
+  stats.RecordCacheMiss(700);
+  ModelStatsSnapshot snap = stats.Snapshot();
+  EXPECT(snap.by_batch_size[2].success_count == 2);
+  EXPECT(snap.by_batch_size[2].success_ns == 3000 + 1000);
+  EXPECT(snap.by_batch_size[2].queue_count == 2);
+  EXPECT(snap.by_batch_size[2].queue_ns == 0);
+  EXPECT(snap.by_batch_size[2].compute_count == 0);
+  EXPECT(snap.inference_count == 0);
+  EXPECT(snap.execution_count == 0);
+  EXPECT(snap.cache_hit_count == 2);
+  EXPECT(snap.cache_hit_ns == 800);
+  EXPECT(snap.cache_miss_count == 1);
+  EXPECT(snap.cache_miss_ns == 700);
+  EXPECT(snap.last_inference_ns == 6000);
+  uint64_t observed = 0;
+  for (uint64_t count : snap.request_latency.counts) observed += count;
+  EXPECT(observed == 2);
+  observed = 0;
+  for (uint64_t count : snap.compute_latency.counts) observed += count;
+  EXPECT(observed == 0);
+}
+
 }  // namespace
 }  // namespace pyserver

@@ -153,10 +153,17 @@ cdef extern from "model_stats.h" namespace "pyserver" nogil:
         uint64_t inference_count
         uint64_t execution_count
         uint64_t last_inference_ns
+        uint64_t cache_hit_count
+        uint64_t cache_hit_ns
+        uint64_t cache_miss_count
+        uint64_t cache_miss_ns
 
     cdef cppclass CModelStats "pyserver::ModelStats":
         CModelStats()
         void RecordRejected(uint32_t batch_size, uint64_t duration_ns)
+        void RecordCacheHit(uint32_t batch_size, uint64_t received_ns, uint64_t end_ns,
+                            uint64_t lookup_ns)
+        void RecordCacheMiss(uint64_t duration_ns)
         CModelStatsSnapshot Snapshot()
 
 

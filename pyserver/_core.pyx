@@ -229,10 +229,22 @@ cdef class ModelStats:
     def record_rejected(self, uint32_t batch_size, uint64_t duration_ns):
         self.stats.RecordRejected(batch_size, duration_ns)
 
+    def record_cache_hit(self, uint32_t batch_size, uint64_t received_ns, uint64_t end_ns,
+                         uint64_t lookup_ns):
+        """A request answered from the response cache (received_ns <= end_ns)."""
+        if end_ns < received_ns:
+            raise ValueError("end_ns is before received_ns")
+        self.stats.RecordCacheHit(batch_size, received_ns, end_ns, lookup_ns)
+
+    def record_cache_miss(self, uint64_t duration_ns):
+        """A successful request that missed the response cache."""
+        self.stats.RecordCacheMiss(duration_ns)
+
     def snapshot(self):
         """Returns a dict: inference_count, execution_count,
-        last_inference_ns, by_batch_size {size: {field: value}} and the
-        request/queue/compute latency histograms {counts, sum_ns}."""
+        last_inference_ns, cache_hit_count/_ns, cache_miss_count/_ns,
+        by_batch_size {size: {field: value}} and the request/queue/compute
+        latency histograms {counts, sum_ns}."""
         cdef CModelStatsSnapshot snap = self.stats.Snapshot()
         by_size = {}
         for item in snap.by_batch_size:
@@ -247,6 +259,8 @@ cdef class ModelStats:
             "inference_count": snap.inference_count,
             "execution_count": snap.execution_count,
             "last_inference_ns": snap.last_inference_ns,
+            "cache_hit_count": snap.cache_hit_count, "cache_hit_ns": snap.cache_hit_ns,
+            "cache_miss_count": snap.cache_miss_count, "cache_miss_ns": snap.cache_miss_ns,
             "by_batch_size": by_size,
             "request_latency": _histogram(snap.request_latency),
             "queue_latency": _histogram(snap.queue_latency),

@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="BYTES",
                    help="bytes of (pinned where CUDA is present) host memory kept for reuse "
                         "by the batcher")
+    p.add_argument("--cache-size", "--response-cache-byte-size", dest="cache_size",
+                   type=_byte_count, default=0, metavar="BYTES",
+                   help="bytes of the response cache, shared by every model whose config has "
+                        "response_cache { enable: true }; 0 turns the cache off "
+                        "(--response-cache-byte-size is Triton's older name)")
+    p.add_argument("--cache-config", dest="cache_size", type=_cache_config, default=0,
+                   metavar="local,size=BYTES",
+                   help="Triton's form of --cache-size: the 'local' cache and its size; the "
+                        "last of these flags given wins")
     p.add_argument("--drain-hold-secs", type=_non_negative, default=0.0, metavar="SECS",
                    help="on SIGTERM, keep serving this long with readiness false (so that a "
                         "load balancer or Kubernetes removes the endpoint) before the "
@@ -159,6 +168,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log debug messages when > 0 (--log-verbose alone: 1)")
     _add_limit_flags(p)
     return p
+
+
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes >= 0, got '{text}'")
+    return value
+
+
+def _cache_config(text: str) -> int:
+    """``local,size=N`` (Triton's --cache-config for its local cache) as N."""
+    cache, comma, setting = text.partition(",")
+    key, equals, value = setting.partition("=")
+    if not comma or not equals:
+        raise argparse.ArgumentTypeError(f"expected <cache>,<key>=<value> such as "
+                                         f"local,size=1048576, got '{text}'")
+    if cache != "local":
+        raise argparse.ArgumentTypeError(f"unknown cache implementation '{cache}': pyserver "
+                                         f"has only 'local'")
+    if key != "size":
+        raise argparse.ArgumentTypeError(f"the local cache has no setting '{key}': it takes "
+                                         f"only size")
+    return _byte_count(value)
 
 
 def _non_negative(text: str) -> float:
@@ -253,7 +288,8 @@ async def run(args: argparse.Namespace) -> int:
                             startup_models=tuple(args.load_model),
                             exit_timeout_secs=args.exit_timeout_secs,
                             unload_timeout_secs=UNLOAD_TIMEOUT_SECS,
-                            pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size)
+                            pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
+                            response_cache_byte_size=args.cache_size)
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)
         return 1

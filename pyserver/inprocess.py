@@ -31,19 +31,24 @@ class Server:
     ``start``; "explicit" loads only ``load_models`` then, and ``load`` /
     ``unload`` change what is loaded. Use it as a context manager, or call
     ``start`` and ``stop``. Every method but ``infer_async`` blocks its
-    caller; none may be called from the server's own thread."""
+    caller; none may be called from the server's own thread.
+    ``response_cache_byte_size`` > 0 gives the models whose config enables
+    ``response_cache`` a response cache of that size (outputs answered from
+    it are read-only arrays)."""
 
     def __init__(self, model_store: str | Path, *, model_control_mode: str = "none",
                  load_models: Sequence[str] = (), strict_readiness: bool = True,
                  exit_timeout_secs: float = 30.0,
                  pinned_memory_pool_byte_size: int = 256 * 1024 * 1024,
+                 response_cache_byte_size: int = 0,
                  server_id: str = "inference:0") -> None:
         self.options = ServerOptions(
             model_store=Path(model_store), server_id=server_id,
             strict_readiness=strict_readiness, model_control_mode=ModelControlMode(
                 model_control_mode), startup_models=tuple(load_models),
             exit_timeout_secs=exit_timeout_secs,
-            pinned_memory_pool_byte_size=pinned_memory_pool_byte_size)
+            pinned_memory_pool_byte_size=pinned_memory_pool_byte_size,
+            response_cache_byte_size=response_cache_byte_size)
         self.load_failures: list[str] = []
         self._server: InferenceServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

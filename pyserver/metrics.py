@@ -17,6 +17,14 @@ Exposed families:
   ``nv_gpu_memory_total_bytes``, ``nv_gpu_memory_used_bytes``,
   ``nv_gpu_power_usage``, ``nv_gpu_power_limit`` (gauges) and
   ``nv_energy_consumption`` (counter), labelled ``gpu_uuid``.
+- Triton's response cache families, while the server has a response cache
+  (``--cache-size``), for the versions whose config enables it:
+  ``nv_cache_num_hits_per_model``, ``nv_cache_num_misses_per_model``,
+  ``nv_cache_hit_duration_per_model`` and
+  ``nv_cache_miss_duration_per_model`` (counters, microseconds, the same
+  labels). A hit counts in ``nv_inference_request_success`` and the request
+  and queue durations, not in the inference or execution counts, nor in
+  compute time (as Triton counts it).
 - ours: ``pyserver_request_duration_us``, ``pyserver_queue_duration_us`` and
   ``pyserver_compute_duration_us``, histograms of successful requests with the
   core's bucket bounds (``_core.latency_buckets_us()``), same labels.
@@ -68,6 +76,21 @@ _MODEL_COUNTERS = (
      lambda s: _total(s, "compute_ns") // 1000),
 )
 
+_CACHE_COUNTERS = (
+    ("nv_cache_num_hits_per_model", "Number of response cache hits per model",
+     lambda s: s["cache_hit_count"]),
+    ("nv_cache_num_misses_per_model", "Number of response cache misses per model",
+     lambda s: s["cache_miss_count"]),
+    ("nv_cache_hit_duration_per_model",
+     "Cumulative time requests spend retrieving a cached response per model on cache hits "
+     "(microseconds)",
+     lambda s: s["cache_hit_ns"] // 1000),
+    ("nv_cache_miss_duration_per_model",
+     "Cumulative time requests spend looking up and inserting responses into the cache on a "
+     "cache miss (microseconds)",
+     lambda s: s["cache_miss_ns"] // 1000),
+)
+
 _MODEL_HISTOGRAMS = (
     ("pyserver_request_duration_us", "request_latency",
      "Duration of successful inference requests in microseconds, from receipt to computed"),
@@ -103,6 +126,9 @@ class ModelMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         counters = [Metric(name, doc, "counter") for name, doc, _ in _MODEL_COUNTERS]
         histograms = [HistogramMetricFamily(name, doc) for name, _, doc in _MODEL_HISTOGRAMS]
+        caching = self.server.response_cache is not None
+        cache_counters = [Metric(name, doc, "counter") for name, doc, _ in _CACHE_COUNTERS] \
+            if caching else []
         for version in self._serving_versions():
             labels = self._labels(version)
             snapshot = version.stats.snapshot()
@@ -110,7 +136,11 @@ class ModelMetrics(Collector):
                 family.add_sample(name, labels, value(snapshot))
             for family, (name, key, _) in zip(histograms, _MODEL_HISTOGRAMS):
                 self._add_histogram(family, name, labels, snapshot[key])
+            if caching and version.cache_responses:
+                for family, (name, _, value) in zip(cache_counters, _CACHE_COUNTERS):
+                    family.add_sample(name, labels, value(snapshot))
         yield from counters
+        yield from cache_counters
         yield from histograms
 
     def _serving_versions(self) -> Iterator:

@@ -33,6 +33,7 @@ from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
 from pyserver.repository.manager import ModelVersion, RepositoryManager
+from pyserver.response_cache import ResponseCache
 
 log = logging.getLogger("pyserver")
 
@@ -67,6 +68,7 @@ class ServerOptions:
     unload_timeout_secs: float = 10.0  # after the exit timeout, for instances to stop
     gpu_count: int = 0
     pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
+    response_cache_byte_size: int = 0  # 0: no response cache
 
 
 @dataclass
@@ -93,8 +95,11 @@ class InferenceServer:
         self.start_ns = time.time_ns()
         self._completions = _core.CompletionQueue()
         self.memory_pool = _core.HostMemoryPool(options.pinned_memory_pool_byte_size)
-        self.repository = RepositoryManager(options.model_store, self._completions,
-                                            self.memory_pool, options.gpu_count)
+        self.response_cache = ResponseCache(options.response_cache_byte_size) \
+            if options.response_cache_byte_size > 0 else None
+        self.repository = RepositoryManager(
+            options.model_store, self._completions, self.memory_pool, options.gpu_count,
+            on_unload=self._drop_cached if self.response_cache is not None else None)
         self._tickets = itertools.count(1)
         self._pending: dict[int, _Call] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,32 +238,75 @@ class InferenceServer:
     def infer(self, request: InferenceRequest, on_done: DoneCallback) -> None:
         """Runs ``request``; ``on_done(response)`` runs on the event loop
         with the InferenceResponse: later for an accepted request, before
-        ``infer`` returns for a refused one. Never raises for a bad
-        request: every failure is the response's error."""
+        ``infer`` returns for a refused one or one answered from the
+        response cache. Never raises for a bad request: every failure is
+        the response's error."""
         received = _core.monotonic_ns()
         version = None
         try:
             version = self.resolve(request.model, request.version)
             plan = plan_for(version, request)
             payload = plan.payload(request)
-            ticket = next(self._tickets)
-            self._pending[ticket] = _Call(plan, request, on_done)
-            try:
-                version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
-            except BaseException:
-                del self._pending[ticket]
-                raise
-            return
+            key = hit = None
+            lookup_ns = 0
+            if version.cache_responses and self.response_cache is not None:
+                key, lookup_ns, outputs = self._cache_lookup(plan, payload)
+                if outputs is not None:
+                    hit = InferenceResponse(version.name, version.version, request.id,
+                                            list(outputs), None, plan.batch_size, plan.batched,
+                                            plan.cache)
+                    version.stats.record_cache_hit(plan.batch_size, received,
+                                                   _core.monotonic_ns(), lookup_ns)
+            if hit is None:
+                ticket = next(self._tickets)
+                self._pending[ticket] = _Call(plan, request, on_done, key, lookup_ns)
+                try:
+                    version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
+                except BaseException:
+                    del self._pending[ticket]
+                    raise
+                return
         except ServerError as exc:
             error = exc
         except Exception:  # a fault of ours: the client learns only that
             log.exception("inference request for '%s' failed", request.model)
             error = internal("internal error")
+        else:
+            on_done(hit)  # a cache hit: answered without queueing
+            return
         if version is not None:
             version.stats.record_rejected(rejected_batch_size(version, request),
                                           _core.monotonic_ns() - received)
         on_done(InferenceResponse.failure(request.model, version.version if version else 0,
                                           request.id, error))
+
+    def _cache_lookup(self, plan: InferPlan, payload) -> tuple[bytes | None, int, list | None]:
+        """(key, lookup time in ns, cached outputs or None) of a request to
+        a model whose responses are cached; key None: the request is too
+        large to be cached."""
+        start = _core.monotonic_ns()
+        cache = self.response_cache
+        key = cache.key(plan, payload)
+        outputs = cache.lookup(key) if key is not None else None
+        return key, _core.monotonic_ns() - start, outputs
+
+    def _cache_store(self, call: "_Call", response: InferenceResponse) -> None:
+        """Stores a missed request's successful response; counts the miss."""
+        start = _core.monotonic_ns()
+        version = call.plan.version
+        try:
+            self.response_cache.insert(version, call.cache_key, response.outputs)
+        except Exception:  # the answer is still right; only caching it failed
+            log.exception("response cache: storing a response of '%s' failed", version.name)
+        version.stats.record_cache_miss(call.lookup_ns + _core.monotonic_ns() - start)
+
+    def _drop_cached(self, version: ModelVersion) -> None:
+        """The repository's unload hook: a version that unloads leaves no
+        cached response behind (a reload of the same number must miss)."""
+        dropped = self.response_cache.drop(version.generation)
+        if dropped:
+            log.info("response cache: dropped %d entries of %s version %d", dropped,
+                     version.name, version.version)
 
     async def infer_async(self, request: InferenceRequest) -> InferenceResponse:
         """``infer`` for coroutines on the server's event loop."""
@@ -281,6 +329,9 @@ class InferenceServer:
                 except Exception:
                     log.exception("building the response of '%s' failed", request.model)
                     response = self._failure(call, internal("internal error"))
+                else:
+                    if call.cache_key is not None:
+                        self._cache_store(call, response)
             else:
                 response = self._failure(call, ServerError(code, message))
             try:
@@ -394,14 +445,18 @@ class InferenceServer:
 
 
 class _Call:
-    """An accepted request waiting for its completion."""
+    """An accepted request waiting for its completion; ``cache_key`` (and
+    the time its lookup took) when its response is to be cached."""
 
-    __slots__ = ("plan", "request", "on_done")
+    __slots__ = ("plan", "request", "on_done", "cache_key", "lookup_ns")
 
-    def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback) -> None:
+    def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
+                 cache_key: bytes | None = None, lookup_ns: int = 0) -> None:
         self.plan = plan
         self.request = request
         self.on_done = on_done
+        self.cache_key = cache_key
+        self.lookup_ns = lookup_ns
 
 
 class _FutureCallback:
@@ -428,7 +483,9 @@ def _version_status(name: str, number: int, version: ModelVersion) -> VersionSta
     return VersionStatus(name, number, _STATE_NAMES.get(version.state, "UNKNOWN"),
                          version.reason, snapshot["execution_count"],
                          snapshot["inference_count"], last_ms,
-                         dict(snapshot["by_batch_size"]))
+                         dict(snapshot["by_batch_size"]),
+                         snapshot["cache_hit_count"], snapshot["cache_hit_ns"],
+                         snapshot["cache_miss_count"], snapshot["cache_miss_ns"])
 
 
 async def _in_daemon_thread(work: Callable[[], None], timeout: float) -> bool:

@@ -13,7 +13,10 @@ class VersionStatus:
     """One version: its state (READY, LOADING, UNLOADING, UNAVAILABLE), why
     it is not ready, and its counters. ``by_batch_size`` maps a batch size
     to success/failed/compute/queue counts and nanoseconds (the core's
-    ModelStats keys)."""
+    ModelStats keys); successes include the requests answered from the
+    response cache, counted again in ``cache_hit_count`` (with their lookup
+    time), while ``cache_miss_*`` counts the successful requests that missed
+    it (lookup plus insertion time)."""
 
     model: str
     version: int
@@ -23,6 +26,10 @@ class VersionStatus:
     inference_count: int = 0
     last_inference_ms: int = 0  # wall clock, ms since the epoch; 0 = never
     by_batch_size: dict[int, dict[str, int]] = field(default_factory=dict)
+    cache_hit_count: int = 0
+    cache_hit_ns: int = 0
+    cache_miss_count: int = 0
+    cache_miss_ns: int = 0
 
 
 @dataclass

@@ -283,7 +283,6 @@ def _version_stats(version: VersionStatus) -> dict:
     total = {k: sum(s[k] for s in by_size.values()) for k in (
         "success_count", "success_ns", "failed_count", "failed_ns", "queue_count", "queue_ns",
         "compute_count", "compute_ns")}
-    zero = _duration(0, 0)
     return {
         "name": version.model, "version": str(version.version),
         "last_inference": version.last_inference_ms,
@@ -295,7 +294,8 @@ def _version_stats(version: VersionStatus) -> dict:
             "compute_input": _duration(total["compute_count"], 0),
             "compute_infer": _duration(total["compute_count"], total["compute_ns"]),
             "compute_output": _duration(total["compute_count"], 0),
-            "cache_hit": zero, "cache_miss": zero,
+            "cache_hit": _duration(version.cache_hit_count, version.cache_hit_ns),
+            "cache_miss": _duration(version.cache_miss_count, version.cache_miss_ns),
         },
         "batch_stats": [{"batch_size": size,
                          "compute_input": _duration(s["compute_count"], 0),

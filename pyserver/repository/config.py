@@ -194,6 +194,15 @@ def _batching_errors(config: ModelConfig) -> Iterator[str]:
             )
 
 
+def _cache_errors(config: ModelConfig) -> Iterator[str]:
+    """Problems with response_cache: a sequence model's answers depend on
+    the requests before them, so they are never cached (as in Triton)."""
+    if config.response_cache.enable and config.HasField("sequence_batching"):
+        yield ("response_cache cannot be enabled for a model with sequence_batching: its "
+               "responses depend on the sequence's earlier requests; disable the response "
+               "cache for this model")
+
+
 def _policy_errors(config: ModelConfig) -> Iterator[str]:
     """Problems with the version policy."""
     policy = config.version_policy
@@ -210,6 +219,7 @@ def _config_errors(config: ModelConfig, model_dir: Path, gpu_count: int) -> Iter
     if config.platform not in PLATFORMS:
         yield f"unknown platform '{config.platform}'; expected one of {', '.join(PLATFORMS)}"
     yield from _batching_errors(config)
+    yield from _cache_errors(config)
     yield from _tensor_list_errors("input", config.input)
     yield from _tensor_list_errors("output", config.output)
     yield from _label_errors(config, model_dir)

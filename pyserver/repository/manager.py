@@ -9,11 +9,13 @@ reads the resolution table, which is replaced whole after each change.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from pyserver import _core
 from pyserver.backends import load_runtime
@@ -26,6 +28,9 @@ log = logging.getLogger("pyserver.repository")
 
 LATEST = -1
 _LABEL_FILE = re.compile(r'label_filename\s*:\s*"([^"]*)"')
+# Every ModelVersion object gets the next number: a reload of the same
+# version number is a new generation (the response cache keys on it).
+_GENERATIONS = itertools.count(1)
 
 
 @dataclass(eq=False)
@@ -43,10 +48,22 @@ class ModelVersion:
     runtimes: list = field(default_factory=list)
     # Per-version cache the protocol layer may fill (e.g. parsed request plans).
     plans: dict = field(default_factory=dict)
+    generation: int = field(default_factory=lambda: next(_GENERATIONS))
+    # Called with the version once it is UNLOADING, before it drains.
+    on_unload: Callable[["ModelVersion"], None] | None = None
+    cache_responses: bool = field(init=False)  # config: response_cache { enable: true }
+
+    def __post_init__(self) -> None:
+        self.cache_responses = self.config.response_cache.enable
 
     def unload(self) -> None:
         """Finishes accepted requests, then releases the runtimes. Blocks."""
         self.state = ss.MODEL_UNLOADING
+        if self.on_unload is not None:
+            try:
+                self.on_unload(self)
+            except Exception:
+                log.exception("unload hook of %s version %d failed", self.name, self.version)
         if self.scheduler is not None:
             self.scheduler.stop()
         for runtime in self.runtimes:
@@ -71,8 +88,12 @@ class RepositoryManager:
     """Owns every loaded model of one store."""
 
     def __init__(self, root: Path, completions: _core.CompletionQueue,
-                 pool: _core.HostMemoryPool, gpu_count: int = 0) -> None:
+                 pool: _core.HostMemoryPool, gpu_count: int = 0,
+                 on_unload: Callable[[ModelVersion], None] | None = None) -> None:
+        """``on_unload(version)`` runs on the unloading thread each time a
+        loaded version starts unloading (reload, removal, shutdown)."""
         self.root = Path(root)
+        self._on_unload = on_unload
         self._completions = completions
         self._pool = pool
         self._gpu_count = gpu_count
@@ -251,7 +272,7 @@ class RepositoryManager:
 
     def _load_version(self, model: Model, path: Path, version: int) -> ModelVersion:
         config = model.config
-        entry = ModelVersion(model.name, version, config, labels={})
+        entry = ModelVersion(model.name, version, config, labels={}, on_unload=self._on_unload)
         log.info("loading %s version %d", model.name, version)
         try:
             entry.labels = cfg.load_labels(path, config)

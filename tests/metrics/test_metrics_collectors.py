@@ -60,14 +60,19 @@ def test_metric_tag_keys_become_valid_label_names(key, label):
 def _version(name: str, config_text: str, state: int = ss.MODEL_READY):
     config = text_format.Parse(config_text, mc.ModelConfig())
     return SimpleNamespace(name=name, version=1, state=state, config=config,
-                           stats=_core.ModelStats())
+                           stats=_core.ModelStats(),
+                           cache_responses=config.response_cache.enable)
+
+
+def _families(versions, gpu_uuids=None, response_cache=None) -> dict[str, Metric]:
+    models = {v.name: SimpleNamespace(versions={1: v}) for v in versions}
+    server = SimpleNamespace(repository=SimpleNamespace(models=models),
+                             response_cache=response_cache)
+    return {f.name: f for f in metrics.ModelMetrics(server, gpu_uuids).collect()}
 
 
 def _collect(versions, gpu_uuids=None) -> dict:
-    models = {v.name: SimpleNamespace(versions={1: v}) for v in versions}
-    server = SimpleNamespace(repository=SimpleNamespace(models=models))
-    families = list(metrics.ModelMetrics(server, gpu_uuids).collect())
-    success = next(f for f in families if f.name == "nv_inference_request_success")
+    success = _families(versions, gpu_uuids)["nv_inference_request_success"]
     return {s.labels["model"]: s.labels for s in success.samples}
 
 
@@ -178,3 +183,31 @@ def test_uuids_by_device_index():
 @pytest.mark.parametrize("nvml", [FakeNvml(fail_init=True), FakeNvml(devices=0)])
 def test_no_driver_or_no_device_means_no_gpu_collector(nvml):
     assert metrics.GpuMetrics.create(nvml) is None
+
+
+# -- response cache families -----------------------------------------------------------------
+
+def test_cache_families_are_absent_without_a_response_cache():
+    families = _families([_version("c", "response_cache { enable: true }")])
+    assert not any(name.startswith("nv_cache_") for name in families)
+
+
+def test_cache_families_count_hits_and_misses_of_caching_versions_in_microseconds():
+    cached = _version("c", "response_cache { enable: true }")
+    cached.stats.record_cache_hit(1, 1_000, 9_000, 2_500)
+    cached.stats.record_cache_hit(1, 10_000, 12_000, 1_500)
+    cached.stats.record_cache_miss(7_999)
+    plain = _version("p", "")
+    families = _families([cached, plain], response_cache=object())
+    values = {name: {s.labels["model"]: s.value for s in families[name].samples}
+              for name in ("nv_cache_num_hits_per_model", "nv_cache_num_misses_per_model",
+                           "nv_cache_hit_duration_per_model",
+                           "nv_cache_miss_duration_per_model", "nv_inference_request_success",
+                           "nv_inference_exec_count")}
+    assert values["nv_cache_num_hits_per_model"] == {"c": 2}
+    assert values["nv_cache_num_misses_per_model"] == {"c": 1}
+    assert values["nv_cache_hit_duration_per_model"] == {"c": 4}
+    assert values["nv_cache_miss_duration_per_model"] == {"c": 7}
+    assert values["nv_inference_request_success"] == {"c": 2, "p": 0}
+    assert values["nv_inference_exec_count"] == {"c": 0, "p": 0}
+    assert all(families[name].type == "counter" for name in values)
