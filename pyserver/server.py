@@ -248,7 +248,7 @@ class InferenceServer:
             plan = plan_for(version, request)
             payload = plan.payload(request)
             key = hit = None
-            lookup_ns = 0
+            lookup_ns = -1  # -1: the cache is not consulted
             if version.cache_responses and self.response_cache is not None:
                 key, lookup_ns, outputs = self._cache_lookup(plan, payload)
                 if outputs is not None:
@@ -291,13 +291,16 @@ class InferenceServer:
         return key, _core.monotonic_ns() - start, outputs
 
     def _cache_store(self, call: "_Call", response: InferenceResponse) -> None:
-        """Stores a missed request's successful response; counts the miss."""
+        """Stores a missed request's successful response (unless it is too
+        large to be keyed); counts the miss."""
         start = _core.monotonic_ns()
         version = call.plan.version
-        try:
-            self.response_cache.insert(version, call.cache_key, response.outputs)
-        except Exception:  # the answer is still right; only caching it failed
-            log.exception("response cache: storing a response of '%s' failed", version.name)
+        if call.cache_key is not None:
+            try:
+                self.response_cache.insert(version, call.cache_key, response.outputs)
+            except Exception:  # the answer is still right; only caching it failed
+                log.exception("response cache: storing a response of '%s' failed",
+                              version.name)
         version.stats.record_cache_miss(call.lookup_ns + _core.monotonic_ns() - start)
 
     def _drop_cached(self, version: ModelVersion) -> None:
@@ -330,7 +333,7 @@ class InferenceServer:
                     log.exception("building the response of '%s' failed", request.model)
                     response = self._failure(call, internal("internal error"))
                 else:
-                    if call.cache_key is not None:
+                    if call.lookup_ns >= 0:
                         self._cache_store(call, response)
             else:
                 response = self._failure(call, ServerError(code, message))
@@ -445,13 +448,14 @@ class InferenceServer:
 
 
 class _Call:
-    """An accepted request waiting for its completion; ``cache_key`` (and
-    the time its lookup took) when its response is to be cached."""
+    """An accepted request waiting for its completion. ``lookup_ns`` >= 0:
+    it missed the response cache after a lookup that long, and its response
+    is stored under ``cache_key`` (None: too large to be cached)."""
 
     __slots__ = ("plan", "request", "on_done", "cache_key", "lookup_ns")
 
     def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
-                 cache_key: bytes | None = None, lookup_ns: int = 0) -> None:
+                 cache_key: bytes | None = None, lookup_ns: int = -1) -> None:
         self.plan = plan
         self.request = request
         self.on_done = on_done
