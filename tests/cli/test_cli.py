@@ -107,3 +107,29 @@ def test_snippet_run_in_the_repository_root_uses_the_installed_package():
                           capture_output=True, text=True, timeout=TIMEOUT_S, cwd=root)
     assert done.returncode == 0, done.stderr
     assert not done.stdout.strip().startswith(str(root / "pyserver")), done.stdout
+
+
+@pytest.mark.parametrize("given, expected", [
+    ([], 0), (["--cache-size=4096"], 4096), (["--response-cache-byte-size", "512"], 512),
+    (["--cache-config", "local,size=1048576"], 1048576),
+    (["--cache-size=1", "--cache-config=local,size=2"], 2)])
+def test_cache_size_flags_parse_to_one_size(given, expected):
+    assert build_parser().parse_args(["--model-store=x", *given]).cache_size == expected
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--cache-config=redis,size=10", "unknown cache implementation 'redis'"),
+    ("--cache-config=local,bytes=10", "no setting 'bytes'"),
+    ("--cache-config=local", "expected <cache>,<key>=<value>"),
+    ("--cache-config=local,size=lots", "expected a number of bytes"),
+    ("--cache-size=-1", "expected a number of bytes >= 0")])
+def test_bad_cache_flags_are_refused_with_a_reason(flag, fragment):
+    done = _pyserver("--model-store=x", flag)
+    assert done.returncode == 2
+    assert fragment in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_describes_the_response_cache(help_text):
+    text = _flag_help(help_text, "--cache-size")
+    assert "response_cache { enable: true }" in text and "(default: 0)" in text
+    assert "local,size=BYTES" in _flag_help(help_text, "--cache-config")
