@@ -353,3 +353,8 @@ def test_response_cache_on_a_sequence_model_is_a_load_error(server, store):
                                     {"Content-Type": "application/json"}, b"{}")[2])
     entry = next(e for e in index if e["name"] == "cached_sequence")
     assert entry["state"] == "UNAVAILABLE" and "response_cache" in entry["reason"]
+
+
+def test_config_reports_the_response_cache_setting(client):
+    assert client.get_model_config("cached")["response_cache"] == {"enable": True}
+    assert "response_cache" not in client.get_model_config("uncached")
