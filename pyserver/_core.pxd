@@ -21,6 +21,15 @@ cdef extern from "clock.h" namespace "pyserver" nogil:
     uint64_t CMonotonicNs "pyserver::MonotonicNs"()
 
 
+cdef extern from "key_hash.h" namespace "pyserver" nogil:
+    uint64_t CKeyHash "pyserver::KeyHash"(const void* data, size_t size, uint64_t seed)
+
+
+cdef class CacheKey:
+    cdef readonly bytes data
+    cdef Py_hash_t hash_value
+
+
 cdef extern from "host_memory_pool.h" namespace "pyserver" nogil:
     cdef cppclass CPooledBuffer "pyserver::PooledBuffer":
         CPooledBuffer()

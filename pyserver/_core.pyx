@@ -16,6 +16,8 @@ from libcpp.vector cimport vector
 
 cimport cython
 
+import os
+
 import numpy as np
 
 from pyserver.errors import Code, ServerError
@@ -32,6 +34,47 @@ cdef int _check(const CStatus& status) except -1:
     if not status.IsOk():
         raise ServerError(status.CodeValue(), status.Message().decode("utf-8", "replace"))
     return 0
+
+
+# KeyHash's seed: drawn per process, so that which keys share a hash cannot
+# be known in advance from outside.
+cdef uint64_t _KEY_SEED = int.from_bytes(os.urandom(8), "little")
+# Keys from this size on are hashed with the GIL released.
+cdef size_t _NOGIL_HASH_BYTES = 64 * 1024
+
+
+cdef class CacheKey:
+    """A byte string as a dict key (the response cache's): hashed once by
+    the core's KeyHash, at about memory speed, and equal only to a key with
+    the same bytes, so that a hash collision never makes two requests one."""
+
+    def __cinit__(self, bytes data not None):
+        cdef const char* start = data
+        cdef size_t size = len(data)
+        cdef uint64_t value
+        self.data = data
+        if size >= _NOGIL_HASH_BYTES:
+            with nogil:
+                value = CKeyHash(start, size, _KEY_SEED)
+        else:
+            value = CKeyHash(start, size, _KEY_SEED)
+        self.hash_value = <Py_hash_t>(value >> 2)  # never -1, Python's error value
+
+    def __hash__(self):
+        return self.hash_value
+
+    def __eq__(self, other):
+        cdef CacheKey key
+        if type(other) is not CacheKey:
+            return NotImplemented
+        key = <CacheKey>other
+        return self.hash_value == key.hash_value and self.data == key.data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        return f"<CacheKey of {len(self.data)} bytes>"
 
 
 def latency_buckets_us():

@@ -7,9 +7,10 @@ least recently used entries evicted first; an entry larger than the whole
 cache is not stored. The key is the model version's load generation, every
 input's name, datatype, shape and bytes (the validated tensors, so JSON and
 binary data of the same tensor are one key) and the requested outputs with
-their classification counts. The key is kept whole as the dict key: Python's
-dict hashes it (SipHash over the bytes) and compares it byte for byte on a
-hash match, so a hash collision can never serve another request's answer.
+their classification counts. The key is kept whole as the dict key
+(``_core.CacheKey``): the core hashes it at about memory speed (KeyHash,
+seeded per process) and the dict compares it byte for byte on a hash match,
+so a hash collision can never serve another request's answer.
 
 Entries belong to one loaded version (its ``generation``): they are dropped
 when it starts unloading, and a response that completes after that is not
@@ -28,7 +29,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from pyserver import tensors
+from pyserver import _core, tensors
 from pyserver.api.plan import InferPayload, InferPlan
 from pyserver.api.response import InferOutput
 from pyserver.protos import server_status_pb2 as ss
@@ -62,8 +63,8 @@ class ResponseCache:
         if capacity_bytes <= 0:
             raise ValueError(f"a response cache needs a size > 0, not {capacity_bytes}")
         self.capacity_bytes = capacity_bytes
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._keys_of: dict[int, set[bytes]] = {}  # generation -> its keys
+        self._entries: OrderedDict[_core.CacheKey, _Entry] = OrderedDict()
+        self._keys_of: dict[int, set[_core.CacheKey]] = {}  # generation -> its keys
         self._lock = threading.Lock()
         self.bytes_used = 0
         self.insertions = 0
@@ -74,7 +75,7 @@ class ResponseCache:
 
     # -- keys ----------------------------------------------------------------------
 
-    def key(self, plan: InferPlan, payload: InferPayload) -> bytes | None:
+    def key(self, plan: InferPlan, payload: InferPayload) -> _core.CacheKey | None:
         """The key of a validated request, or None when its inputs alone
         are larger than the cache (then it can neither hit nor be stored)."""
         memo = plan.cache.get(_HEADER_SLOT)
@@ -99,11 +100,11 @@ class ResponseCache:
             sizes.append(size)
             parts.append(data)
         parts[1] = struct.pack(f"<{len(sizes)}Q", *sizes)
-        return b"".join(parts)
+        return _core.CacheKey(b"".join(parts))
 
     # -- the table -----------------------------------------------------------------
 
-    def lookup(self, key: bytes) -> list[InferOutput] | None:
+    def lookup(self, key: _core.CacheKey) -> list[InferOutput] | None:
         """The outputs stored under ``key`` (now the most recently used),
         or None. The outputs are shared and read-only."""
         with self._lock:
@@ -113,7 +114,7 @@ class ResponseCache:
             self._entries.move_to_end(key)
             return entry.outputs
 
-    def insert(self, version, key: bytes, outputs: list[InferOutput]) -> bool:
+    def insert(self, version, key: _core.CacheKey, outputs: list[InferOutput]) -> bool:
         """Stores a copy of ``outputs`` (a successful response of
         ``version``) under ``key``, evicting the least recently used entries
         to make room. False when it is not stored: larger than the whole
@@ -151,7 +152,7 @@ class ResponseCache:
                 self.bytes_used -= self._entries.pop(key).size
             return len(keys)
 
-    def _forget(self, key: bytes, entry: _Entry) -> None:
+    def _forget(self, key: _core.CacheKey, entry: _Entry) -> None:
         self.bytes_used -= entry.size
         keys = self._keys_of.get(entry.generation)
         if keys is not None:

@@ -280,7 +280,8 @@ class InferenceServer:
         on_done(InferenceResponse.failure(request.model, version.version if version else 0,
                                           request.id, error))
 
-    def _cache_lookup(self, plan: InferPlan, payload) -> tuple[bytes | None, int, list | None]:
+    def _cache_lookup(self, plan: InferPlan, payload
+                      ) -> tuple[_core.CacheKey | None, int, list | None]:
         """(key, lookup time in ns, cached outputs or None) of a request to
         a model whose responses are cached; key None: the request is too
         large to be cached."""
@@ -455,7 +456,7 @@ class _Call:
     __slots__ = ("plan", "request", "on_done", "cache_key", "lookup_ns")
 
     def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
-                 cache_key: bytes | None = None, lookup_ns: int = -1) -> None:
+                 cache_key: _core.CacheKey | None = None, lookup_ns: int = -1) -> None:
         self.plan = plan
         self.request = request
         self.on_done = on_done

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from pyserver import _core
 from pyserver.api.plan import plan_for
 from pyserver.api.request import InferenceRequest, InferInput, RequestedOutput
 from pyserver.api.response import InferOutput
@@ -27,6 +28,9 @@ output [ { name: "P" data_type: TYPE_FP32 dims: [ 4 ] },
          { name: "Q" data_type: TYPE_FP32 dims: [ 4 ] } ]
 response_cache { enable: true }
 """
+
+
+K = _core.CacheKey
 
 
 def _version() -> ModelVersion:
@@ -86,14 +90,22 @@ def test_inputs_larger_than_the_cache_have_no_key():
     assert _key(ResponseCache(16), _version(), _request()) is None
 
 
+def test_keys_are_equal_only_for_equal_bytes():
+    assert K(b"abc" * 1000) == K(b"abc" * 1000)
+    assert hash(K(b"abc" * 1000)) == hash(K(b"abc" * 1000))
+    assert K(b"abc") != K(b"abd") and K(b"abc") != b"abc"
+    big = bytes(range(256)) * 1024  # hashed with the GIL released
+    assert K(big) == K(bytes(big)) and K(big) != K(big[:-1] + b"\x00")
+
+
 # -- the table -------------------------------------------------------------------------------
 
 def test_lookup_returns_a_read_only_copy_of_what_was_stored():
     cache, version = ResponseCache(1 << 20), _version()
     outputs = _outputs(0.5)
-    assert cache.insert(version, b"k", outputs)
+    assert cache.insert(version, K(b"k"), outputs)
     outputs[0].data[...] = 9.0  # the response's own array (a pool view, say) is reused
-    stored = cache.lookup(b"k")
+    stored = cache.lookup(K(b"k"))
     assert stored[0].data.tolist() == [[0.5] * 4]
     with pytest.raises(ValueError):
         stored[0].data[0, 0] = 1.0
@@ -103,37 +115,37 @@ def test_least_recently_used_entries_are_evicted_first_and_bytes_stay_bounded():
     entry = ENTRY_OVERHEAD_BYTES + 1 + 160 + 64 * 4
     cache, version = ResponseCache(3 * entry), _version()
     for key in (b"a", b"b", b"c"):
-        assert cache.insert(version, key, _outputs(size=64))
-    assert cache.lookup(b"a") is not None  # b is now the least recently used
-    assert cache.insert(version, b"d", _outputs(size=64))
-    assert [k for k in (b"a", b"b", b"c", b"d") if cache.lookup(k) is not None] == \
+        assert cache.insert(version, K(key), _outputs(size=64))
+    assert cache.lookup(K(b"a")) is not None  # b is now the least recently used
+    assert cache.insert(version, K(b"d"), _outputs(size=64))
+    assert [k for k in (b"a", b"b", b"c", b"d") if cache.lookup(K(k)) is not None] == \
         [b"a", b"c", b"d"]
     assert cache.evictions == 1 and cache.bytes_used <= cache.capacity_bytes
 
 
 def test_an_entry_larger_than_the_cache_is_not_stored_and_evicts_nothing():
     cache, version = ResponseCache(4096), _version()
-    assert cache.insert(version, b"small", _outputs())
-    assert not cache.insert(version, b"big", _outputs(size=4096))
-    assert cache.lookup(b"big") is None and cache.lookup(b"small") is not None
+    assert cache.insert(version, K(b"small"), _outputs())
+    assert not cache.insert(version, K(b"big"), _outputs(size=4096))
+    assert cache.lookup(K(b"big")) is None and cache.lookup(K(b"small")) is not None
 
 
 def test_a_version_that_is_not_ready_stores_nothing():
     cache, version = ResponseCache(1 << 20), _version()
     version.state = ss.MODEL_UNLOADING
-    assert not cache.insert(version, b"k", _outputs())
-    assert cache.lookup(b"k") is None and cache.bytes_used == 0
+    assert not cache.insert(version, K(b"k"), _outputs())
+    assert cache.lookup(K(b"k")) is None and cache.bytes_used == 0
 
 
 def test_drop_removes_only_that_versions_entries_and_frees_their_bytes():
     cache, old, new = ResponseCache(1 << 20), _version(), _version()
-    cache.insert(old, b"old1", _outputs())
-    cache.insert(old, b"old2", _outputs())
-    cache.insert(new, b"new1", _outputs())
+    cache.insert(old, K(b"old1"), _outputs())
+    cache.insert(old, K(b"old2"), _outputs())
+    cache.insert(new, K(b"new1"), _outputs())
     kept = cache.bytes_used // 3
     assert cache.drop(old.generation) == 2
-    assert cache.lookup(b"old1") is None and cache.lookup(b"old2") is None
-    assert cache.lookup(b"new1") is not None
+    assert cache.lookup(K(b"old1")) is None and cache.lookup(K(b"old2")) is None
+    assert cache.lookup(K(b"new1")) is not None
     assert len(cache) == 1 and cache.bytes_used == kept
 
 
