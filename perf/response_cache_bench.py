@@ -14,9 +14,11 @@ round by round:
 Models: ``add`` (FP32[16] + constant), ``mlp`` (512 -> 1000 -> 1000 FP32,
 compute-heavier), ``big`` (identity of FP32[150528], 588 KiB in and out:
 the key and copies grow with the tensors). Prints p50/p99 latency per
-request and requests/s (medians of rounds), and the server's own figures
-from the v2 statistics: cache_hit ns per hit (lookup) and cache_miss ns per
-miss (lookup plus insertion).
+request, requests/s and the server process's CPU time per request (all its
+threads, from /proc/<pid>/task/*/schedstat: steadier than latency on a busy
+machine), medians of rounds; and the server's own figures from the v2
+statistics: cache_hit ns per hit (lookup) and cache_miss ns per miss
+(lookup plus insertion).
 
     python perf/response_cache_bench.py --rounds 3 --seconds 1
 """
@@ -73,6 +75,17 @@ def _body(x: np.ndarray) -> tuple[dict, bytes]:
                                    "parameters": {"binary_data": True}}]}).encode()
     return {"Inference-Header-Content-Length": str(len(doc)),
             "Content-Type": "application/octet-stream"}, doc + x.tobytes()
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far, in ns (Linux)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
 
 
 def _round(conn: http.client.HTTPConnection, model: str, mode: str, seconds: float,
@@ -137,23 +150,25 @@ def main() -> None:
         else:
             raise RuntimeError("server did not become ready")
         serial = [0]
-        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
         for model in MODELS:  # warm-up: plans, sessions, the hit entry
             for mode in MODES:
                 _round(conn, model, mode, 0.2, serial)
         for _ in range(args.rounds):
             for model in MODELS:
                 for mode in MODES:
+                    cpu = _cpu_ns(server.pid)
                     lat, count = _round(conn, model, mode, args.seconds, serial)
+                    cpu = _cpu_ns(server.pid) - cpu
                     lat.sort()
                     results.setdefault((model, mode), []).append(
                         (lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6,
-                         count / args.seconds))
-        print("| model | mode | p50 µs | p99 µs | req/s |")
-        print("|---|---|---|---|---|")
+                         count / args.seconds, cpu / count / 1000))
+        print("| model | mode | p50 µs | p99 µs | req/s | server CPU µs/req |")
+        print("|---|---|---|---|---|---|")
         for (model, mode), rows in results.items():
-            p50, p99, rate = (statistics.median(r[i] for r in rows) for i in range(3))
-            print(f"| {model} | {mode} | {p50:.0f} | {p99:.0f} | {rate:.0f} |")
+            p50, p99, rate, cpu = (statistics.median(r[i] for r in rows) for i in range(4))
+            print(f"| {model} | {mode} | {p50:.0f} | {p99:.0f} | {rate:.0f} | {cpu:.0f} |")
         print()
         print("| model | server cache_hit µs per hit | server cache_miss µs per miss |")
         print("|---|---|---|")
