@@ -97,7 +97,7 @@ def ctest_results(request, tmp_path_factory) -> dict[str, Outcome]:
 def test_every_core_unit_has_its_own_cpp_test_cases():
     units = {case.split(".")[0] for case in CASES}
     assert {"completion_queue_test", "cuda_stream_test", "direct_scheduler_test",
-            "dynamic_batcher_test", "host_memory_pool_test", "model_stats_test",
+            "dynamic_batcher_test", "host_memory_pool_test", "key_hash_test", "model_stats_test",
             "native_runtime_test", "onnxruntime_runtime_test", "tensorflow_runtime_test"} <= units
 
 
