@@ -19,7 +19,7 @@ import pytest
 from conftest import (HOST, ServerProcess, grpc_infer_request, grpc_stub, http_request,
                       identity_config, infer, request_header)
 from pyserver.examples import onnx_models
-from pyserver.examples.store import config, tensor, write_model
+from pyserver.examples.store import LABELS, config, tensor, write_model
 from pyserver.protos import v2_grpc_service_pb2 as v2pb
 from pyserver.protos import v2_grpc_service_pb2_grpc as v2grpc
 
@@ -30,7 +30,7 @@ CACHED = "response_cache { enable: true }"
 BIG_DIMS = 2048     # FP32: 8 KiB in, 8 KiB out; three entries fit in the cache, four do not
 HUGE_DIMS = 20_000  # FP32: 80 KB of input alone, more than the whole cache
 MODELS = ("cached", "uncached", "cached_add_sub", "cached_big", "cached_huge", "cached_strings",
-          "reloadable")
+          "cached_classifier", "reloadable")
 
 
 def _adder(value: float, *extra: str) -> tuple[str, bytes]:
@@ -55,6 +55,10 @@ def store(tmp_path_factory):
                        [tensor("OUTPUT0", "FP32", [16]), tensor("OUTPUT1", "FP32", [16])],
                        CACHED),
                 {1: onnx_models.add_sub("FP32", 16)})
+    write_model(root, "cached_classifier",
+                config("cached_classifier", 8, [tensor("INPUT", "FP32", [8])],
+                       [tensor("OUTPUT", "FP32", [10], label_filename="labels.txt")], CACHED),
+                {1: onnx_models.classifier(8, 10)}, {"labels.txt": "\n".join(LABELS) + "\n"})
     for name, dtype, dims in (("cached_big", "FP32", BIG_DIMS), ("cached_huge", "FP32", HUGE_DIMS),
                               ("cached_strings", "STRING", 2)):
         write_model(root, name, identity_config(name, dtype, [dims]) + CACHED + "\n",
@@ -164,6 +168,27 @@ def test_string_tensors_are_keyed_by_their_bytes(client):
     assert _infer(client, "cached_strings", other, dtype="BYTES").tolist() == other.tolist()
     assert _infer(client, "cached_strings", first, dtype="BYTES").tolist() == first.tolist()
     change = _delta(_stats(client, "cached_strings"), before)
+    assert (change["exec"], change["hits"], change["misses"]) == (2, 1, 2)
+
+
+def test_classification_is_cached_per_class_count(client):
+    x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(1, 8)
+    given = httpclient.InferInput("INPUT", [1, 8], "FP32")
+    given.set_data_from_numpy(x)
+
+    def top(k: int) -> list:
+        wanted = [httpclient.InferRequestedOutput("OUTPUT", class_count=k)]
+        return client.infer("cached_classifier", [given], outputs=wanted).as_numpy(
+            "OUTPUT").tolist()
+
+    before = _stats(client, "cached_classifier")
+    first, again, other = top(3), top(3), top(2)
+    scores = onnx_models.classifier_reference(x)[0]
+    best = np.argsort(-scores, kind="stable")[:3]
+    assert [entry.decode().split(":")[1:] for entry in first[0]] == \
+        [[str(i), LABELS[i]] for i in best]
+    assert again == first and other == [first[0][:2]]
+    change = _delta(_stats(client, "cached_classifier"), before)
     assert (change["exec"], change["hits"], change["misses"]) == (2, 1, 2)
 
 
