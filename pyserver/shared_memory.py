@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from pyserver.api.limits import UINT64_MAX, is_int
+from pyserver.api.limits import MAX_TENSOR_BYTES, UINT64_MAX, is_int
 from pyserver.api.request import InferenceRequest, InferInput
 from pyserver.errors import Code, ServerError, invalid_arg, not_found
 
@@ -250,8 +250,12 @@ class CudaRegion:
                    _core.CudaIpcRegion.open(bytes(raw_handle), device_id, byte_size))
 
     def read(self, offset: int, byte_size: int, what: str) -> bytearray:
-        """A host copy of ``byte_size`` bytes at ``offset``."""
+        """A host copy of ``byte_size`` bytes at ``offset`` (at most
+        MAX_TENSOR_BYTES, whatever the region's size)."""
         _check_range(self.name, self.byte_size, offset, byte_size, what)
+        if byte_size > MAX_TENSOR_BYTES:
+            raise invalid_arg(f"{what}: shared memory byte size {byte_size} exceeds the "
+                              f"largest tensor, {MAX_TENSOR_BYTES} bytes")
         out = bytearray(byte_size)
         self._ipc.read_into(offset, out)
         return out

@@ -19,7 +19,7 @@ from pyserver.api import datatypes
 from pyserver.api.limits import UINT64_MAX
 from pyserver.api.request import InferenceRequest, InferInput, RequestedOutput
 from pyserver.api.response import InferenceResponse
-from pyserver.errors import Code, ServerError, invalid_arg, v1_code
+from pyserver.errors import Code, invalid_arg, v1_code
 from pyserver.protos import api_pb2
 from pyserver.shared_memory import SharedMemoryRef
 

@@ -20,7 +20,7 @@ from pyserver.api.limits import UINT64_MAX, is_int
 from pyserver.api.request import LATEST, InferenceRequest, InferInput, RequestedOutput
 from pyserver.api.response import InferenceResponse
 from pyserver.api.status import IndexEntry, ModelMetadata, VersionStatus
-from pyserver.errors import ServerError, invalid_arg, v2_http_status
+from pyserver.errors import invalid_arg, v2_http_status
 from pyserver.shared_memory import SharedMemoryRef
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository",

@@ -2,7 +2,10 @@
 its own (see v2/grpc_v2_checks.py: tritonclient's protos and pyserver's
 cannot share one process).
 
-    python grpc_shm_checks.py HOST:PORT
+    python grpc_shm_checks.py HOST:PORT [disabled]
+
+"disabled" runs only the checks of a server started without
+--allow-shared-memory.
 
 Prints one JSON object {check name: "ok" or the failure}.
 """
@@ -145,16 +148,34 @@ def check_cuda_without_gpu(client):
     raise AssertionError("a zero handle was registered")
 
 
+def disabled_check_every_rpc_is_unavailable(client):
+    calls = [lambda: client.register_system_shared_memory("r", "/k", 8),
+             lambda: client.get_system_shared_memory_status(),
+             lambda: client.unregister_system_shared_memory(),
+             lambda: client.register_cuda_shared_memory("r", base64.b64encode(bytes(64)), 0, 8),
+             lambda: client.get_cuda_shared_memory_status()]
+    for call in calls:
+        _raises("StatusCode.UNAVAILABLE", call, "--allow-shared-memory")
+    i0 = grpcclient.InferInput("INPUT0", [2, 16], "FP32")
+    i0.set_shared_memory("r", BYTES)
+    i1 = grpcclient.InferInput("INPUT1", [2, 16], "FP32")
+    i1.set_shared_memory("r", BYTES)
+    _raises("StatusCode.UNAVAILABLE", lambda: client.infer("simple", [i0, i1]),
+            "shared memory is disabled")
+    assert client.is_server_ready()
+
+
 def main() -> int:
     client = grpcclient.InferenceServerClient(sys.argv[1])
     outcome = {}
+    prefix = "disabled_check_" if sys.argv[2:] == ["disabled"] else "check_"
     for name, check in sorted(globals().items()):
-        if name.startswith("check_"):
+        if name.startswith(prefix):
             try:
                 check(client)
-                outcome[name[len("check_"):]] = "ok"
+                outcome[name[len(prefix):]] = "ok"
             except Exception:  # noqa: BLE001 - reported to the test
-                outcome[name[len("check_"):]] = traceback.format_exc()[-2000:]
+                outcome[name[len(prefix):]] = traceback.format_exc()[-2000:]
     client.close()
     print(json.dumps(outcome))
     return 0
