@@ -101,9 +101,11 @@ def main() -> None:
                                                  f"/pyserver-bench-out-{os.getpid()}", BYTES)
             requests = {"body": body_request(data), "shm": shm_request()}
             # both paths give the input back
-            got = client.infer(MODEL, *requests["body"]).as_numpy("OUTPUT0")
+            inputs, outputs = requests["body"]
+            got = client.infer(MODEL, inputs, outputs=outputs).as_numpy("OUTPUT0")
             assert np.array_equal(got, data)
-            client.infer(MODEL, *requests["shm"])
+            inputs, outputs = requests["shm"]
+            client.infer(MODEL, inputs, outputs=outputs)
             assert np.array_equal(shm.get_contents_as_numpy(out_handle, np.float32, [ELEMENTS]),
                                   data)
             for _ in range(args.rounds):
