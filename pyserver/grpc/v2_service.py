@@ -263,20 +263,23 @@ class _FutureAnswer:
 def _infer_response(response: InferenceResponse, message_id: str) -> pb.ModelInferResponse:
     out = pb.ModelInferResponse(model_name=response.model, model_version=str(response.version),
                                 id=message_id)
-    outputs = response.outputs
+    raw = out.raw_output_contents
     # raw_output_contents follows the outputs' order: an output written into
     # shared memory has an empty entry, unless no raw output comes after it.
-    last_raw = max((i for i, o in enumerate(outputs) if o.shared_memory is None), default=-1)
-    for i, output in enumerate(outputs):
+    trailing = 0
+    for output in response.outputs:
         tensor = out.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         if output.shared_memory is None:
-            out.raw_output_contents.append(output.to_bytes())
+            raw.append(output.to_bytes())
+            trailing = 0
             continue
         for key, value in v2.shared_memory_parameters(output.shared_memory).items():
             if isinstance(value, str):
                 tensor.parameters[key].string_param = value
             else:
                 tensor.parameters[key].int64_param = value
-        if i < last_raw:
-            out.raw_output_contents.append(b"")
+        raw.append(b"")
+        trailing += 1
+    if trailing:
+        del raw[-trailing:]
     return out
