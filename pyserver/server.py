@@ -33,7 +33,8 @@ from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
 from pyserver.repository.manager import ModelVersion, RepositoryManager
-from pyserver.shared_memory import OutputDestination, SharedMemoryRegistry, write_outputs
+from pyserver.shared_memory import (OutputDestination, SharedMemoryRegistry, fetch_cuda_inputs,
+                                    write_outputs)
 
 log = logging.getLogger("pyserver")
 
@@ -246,9 +247,12 @@ class InferenceServer:
             version = self.resolve(request.model, request.version)
             # Shared-memory inputs become views of their regions, outputs get
             # destinations that keep their regions until the request is done.
-            destinations = self.shared_memory.resolve(request) \
-                if request.shared_memory else None
+            destinations = None
+            if request.shared_memory:
+                destinations = self.shared_memory.resolve(request)
             plan = plan_for(version, request)
+            if request.shared_memory:  # CUDA inputs: copied once their sizes are checked
+                fetch_cuda_inputs(request, plan.inputs)
             payload = plan.payload(request)
             ticket = next(self._tickets)
             self._pending[ticket] = _Call(plan, request, on_done, destinations)

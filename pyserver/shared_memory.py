@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from pyserver.api.limits import MAX_TENSOR_BYTES, UINT64_MAX, is_int
+from pyserver.api.limits import UINT64_MAX, is_int
 from pyserver.api.request import InferenceRequest, InferInput
 from pyserver.errors import Code, ServerError, invalid_arg, not_found
 
@@ -48,6 +48,9 @@ except ImportError:  # pragma: no cover - every POSIX CPython has it
 MAX_REGIONS = 1024
 MAX_NAME_BYTES = 255  # NAME_MAX: the longest shm_open name, and region name
 CUDA_IPC_HANDLE_BYTES = 64
+# Largest BYTES (string) input copied out of a CUDA region: its size is not
+# fixed by its shape, so this bounds the host copy.
+MAX_CUDA_STRING_BYTES = 1 << 30
 DISABLED_MESSAGE = ("shared memory is disabled on this server: start it with "
                     "--allow-shared-memory to use shared-memory regions")
 
@@ -250,12 +253,9 @@ class CudaRegion:
                    _core.CudaIpcRegion.open(bytes(raw_handle), device_id, byte_size))
 
     def read(self, offset: int, byte_size: int, what: str) -> bytearray:
-        """A host copy of ``byte_size`` bytes at ``offset`` (at most
-        MAX_TENSOR_BYTES, whatever the region's size)."""
+        """A host copy of ``byte_size`` bytes at ``offset``; the caller has
+        checked ``byte_size`` against the tensor (fetch_cuda_inputs)."""
         _check_range(self.name, self.byte_size, offset, byte_size, what)
-        if byte_size > MAX_TENSOR_BYTES:
-            raise invalid_arg(f"{what}: shared memory byte size {byte_size} exceeds the "
-                              f"largest tensor, {MAX_TENSOR_BYTES} bytes")
         out = bytearray(byte_size)
         self._ipc.read_into(offset, out)
         return out
@@ -272,6 +272,39 @@ class CudaRegion:
 
     def status(self) -> dict:
         return {"name": self.name, "device_id": self.device_id, "byte_size": self.byte_size}
+
+
+class CudaInput:
+    """An input in a CUDA region, not copied yet: the copy waits until the
+    request's plan knows how many bytes the tensor has (fetch_cuda_inputs),
+    so that a byte size a client declares is never allocated unchecked."""
+
+    __slots__ = ("region", "ref")
+
+    def __init__(self, region: CudaRegion, ref: SharedMemoryRef) -> None:
+        self.region = region
+        self.ref = ref
+
+
+def fetch_cuda_inputs(request: InferenceRequest, plan_inputs: list) -> None:
+    """Copies the request's CUDA inputs to host memory once their sizes are
+    checked against ``plan_inputs`` (the plan's InputPlans, in request
+    order). Raises ServerError(INVALID_ARG) for a size that is not the
+    tensor's (BYTES tensors: more than MAX_CUDA_STRING_BYTES)."""
+    for item, spec in zip(request.inputs, plan_inputs):
+        pending = item.data
+        if type(pending) is not CudaInput:
+            continue
+        size = pending.ref.byte_size
+        what = f"input '{item.name}'"
+        if spec.datatype == "BYTES":
+            if size > (spec.byte_size or MAX_CUDA_STRING_BYTES):
+                raise invalid_arg(f"{what}: shared memory byte size {size} exceeds "
+                                  f"{spec.byte_size or MAX_CUDA_STRING_BYTES} bytes")
+        elif size != spec.byte_size:
+            raise invalid_arg(f"unexpected size {size} for input '{item.name}', expecting "
+                              f"{spec.byte_size}")
+        item.data = pending.region.read(pending.ref.offset, size, what)
 
 
 class SharedMemoryRegistry:
@@ -357,8 +390,9 @@ class SharedMemoryRegistry:
 
     def resolve(self, request: InferenceRequest) -> list[OutputDestination]:
         """Replaces ``request.inputs`` by inputs whose shared-memory data is
-        a buffer (a view of the mapping; a host copy for CUDA) and returns
-        the destinations of its shared-memory outputs. Raises
+        a buffer (a view of the mapping) or, for CUDA, a CudaInput that
+        fetch_cuda_inputs copies once the plan is known; returns the
+        destinations of its shared-memory outputs. Raises
         ServerError(INVALID_ARG) for an unknown region or a range past one."""
         inputs = request.inputs
         if any(getattr(i, "shared_memory", None) is not None for i in inputs):
@@ -373,7 +407,8 @@ class SharedMemoryRegistry:
                 if type(region) is SystemRegion:
                     data = region.view(ref.offset, ref.byte_size, what)
                 else:
-                    data = region.read(ref.offset, ref.byte_size, what)
+                    _check_range(region.name, region.byte_size, ref.offset, ref.byte_size, what)
+                    data = CudaInput(region, ref)
                 resolved.append(InferInput(item.name, item.datatype, item.shape, data,
                                            item.byte_size))
             request.inputs = resolved

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from pyserver import shared_memory as sm
+from pyserver.api.plan import InputPlan
 from pyserver.api.request import InferenceRequest, InferInput, RequestedOutput
 from pyserver.api.response import InferOutput
 from pyserver.errors import Code, ServerError
+from pyserver.protos import model_config_pb2 as mc
 
 
 @pytest.fixture
@@ -137,3 +139,17 @@ def test_resolve_and_write_outputs(shm_object):
     too_big = InferOutput("OUT", "FP32", np.zeros(5, np.float32))
     assert "too small" in _code(lambda: sm.write_outputs([too_big], destinations)).message
 
+
+
+def test_cuda_input_sizes_are_checked_before_any_copy():
+    # A region object with no device mapping: reaching a copy would fail the test
+    # with AttributeError, not the ServerError the size check gives.
+    region = sm.CudaRegion("gpu", 0, 1 << 40, None)
+    request = InferenceRequest("m", [InferInput("IN", "FP32", [4], data=sm.CudaInput(
+        region, sm.SharedMemoryRef("gpu", 0, 1 << 39)))])
+    fixed = InputPlan("IN", mc.TYPE_FP32, (4,), 4, 16)
+    err = _code(lambda: sm.fetch_cuda_inputs(request, [fixed]))
+    assert err.code == Code.INVALID_ARG and "expecting 16" in err.message
+    strings = InputPlan("IN", mc.TYPE_STRING, (4,), 4, 0)
+    err = _code(lambda: sm.fetch_cuda_inputs(request, [strings]))
+    assert err.code == Code.INVALID_ARG and str(sm.MAX_CUDA_STRING_BYTES) in err.message
