@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="BYTES",
                    help="bytes of (pinned where CUDA is present) host memory kept for reuse "
                         "by the batcher")
+    _add_bool(p, "--allow-shared-memory", dest="allow_shared_memory", default=False,
+              help="serve the system and CUDA shared-memory APIs (v1 SharedMemoryControl, "
+                   "v2 systemsharedmemory / cudasharedmemory) and tensors in registered "
+                   "regions; off, they answer HTTP 403 / gRPC UNAVAILABLE. Any client that "
+                   "can reach the server may then map POSIX shared-memory objects of this "
+                   "server's user: enable only where clients are trusted")
     p.add_argument("--drain-hold-secs", type=_non_negative, default=0.0, metavar="SECS",
                    help="on SIGTERM, keep serving this long with readiness false (so that a "
                         "load balancer or Kubernetes removes the endpoint) before the "
@@ -253,7 +259,8 @@ async def run(args: argparse.Namespace) -> int:
                             startup_models=tuple(args.load_model),
                             exit_timeout_secs=args.exit_timeout_secs,
                             unload_timeout_secs=UNLOAD_TIMEOUT_SECS,
-                            pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size)
+                            pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
+                            allow_shared_memory=args.allow_shared_memory)
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)
         return 1

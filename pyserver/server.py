@@ -33,6 +33,8 @@ from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
 from pyserver.repository.manager import ModelVersion, RepositoryManager
+from pyserver.shared_memory import (OutputDestination, SharedMemoryRegistry, fetch_cuda_inputs,
+                                    write_outputs)
 
 log = logging.getLogger("pyserver")
 
@@ -67,6 +69,7 @@ class ServerOptions:
     unload_timeout_secs: float = 10.0  # after the exit timeout, for instances to stop
     gpu_count: int = 0
     pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
+    allow_shared_memory: bool = False  # system and CUDA shared-memory regions for tensors
 
 
 @dataclass
@@ -100,6 +103,8 @@ class InferenceServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_ids = itertools.count(1)
         self.draining = False
+        # Registered shared-memory regions (pyserver.shared_memory).
+        self.shared_memory = SharedMemoryRegistry(options.allow_shared_memory)
 
     # -- start and stop -----------------------------------------------------
 
@@ -155,6 +160,7 @@ class InferenceServer:
             self._drain()
         if self._loop is not None:
             self._loop.remove_reader(self._completions.fileno())
+        self.shared_memory.close()
         return report
 
     def _fail_pending(self, message: str) -> None:
@@ -239,10 +245,17 @@ class InferenceServer:
         version = None
         try:
             version = self.resolve(request.model, request.version)
+            # Shared-memory inputs become views of their regions, outputs get
+            # destinations that keep their regions until the request is done.
+            destinations = None
+            if request.shared_memory:
+                destinations = self.shared_memory.resolve(request)
             plan = plan_for(version, request)
+            if request.shared_memory:  # CUDA inputs: copied once their sizes are checked
+                fetch_cuda_inputs(request, plan.inputs)
             payload = plan.payload(request)
             ticket = next(self._tickets)
-            self._pending[ticket] = _Call(plan, request, on_done)
+            self._pending[ticket] = _Call(plan, request, on_done, destinations)
             try:
                 version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
             except BaseException:
@@ -276,6 +289,8 @@ class InferenceServer:
             if code == Code.SUCCESS:
                 try:
                     response = call.plan.response(request, result)
+                    if call.destinations:
+                        write_outputs(response.outputs, call.destinations)
                 except ServerError as exc:
                     response = self._failure(call, exc)
                 except Exception:
@@ -396,12 +411,14 @@ class InferenceServer:
 class _Call:
     """An accepted request waiting for its completion."""
 
-    __slots__ = ("plan", "request", "on_done")
+    __slots__ = ("plan", "request", "on_done", "destinations")
 
-    def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback) -> None:
+    def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
+                 destinations: list[OutputDestination] | None = None) -> None:
         self.plan = plan
         self.request = request
         self.on_done = on_done
+        self.destinations = destinations  # shared-memory outputs
 
 
 class _FutureCallback:
