@@ -44,7 +44,8 @@ install: $(VENV)/bin/python
 	$(VENV)/bin/pip install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(VENV)/bin/pip install ".[$(TEST_EXTRAS)]" "scikit-build-core>=0.10" "cython>=3.0" \
 	    "grpcio-tools>=1.60"
-	$(VENV)/bin/pip install --no-deps "tritonclient[all]==2.51.0"
+	# tritonclient 2.51's shared-memory utilities import pkg_resources, gone from setuptools 81.
+	$(VENV)/bin/pip install --no-deps "tritonclient[all]==2.51.0" "setuptools<81"
 
 serve: install-serve
 	$(VENV)/bin/python -m pyserver.examples.store $(STORE)

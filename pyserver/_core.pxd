@@ -274,3 +274,18 @@ cdef class ModelScheduler:
 
     cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1
     cdef object _describe_native(self, CInferRequest* r, object payload)
+
+
+cdef extern from "cuda_ipc_region.h" namespace "pyserver" nogil:
+    cdef cppclass CCudaIpcRegion "pyserver::CudaIpcRegion":
+        @staticmethod
+        CStatus Create(const string& raw_handle, int64_t device_id, uint64_t byte_size,
+                       unique_ptr[CCudaIpcRegion]* region)
+        CStatus CopyToHost(uint64_t offset, void* dst, uint64_t bytes)
+        CStatus CopyFromHost(uint64_t offset, const void* src, uint64_t bytes)
+        int64_t device_id()
+        uint64_t byte_size()
+
+
+cdef class CudaIpcRegion:
+    cdef unique_ptr[CCudaIpcRegion] region

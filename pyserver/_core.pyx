@@ -7,7 +7,8 @@ instance threads through ``_execute_in_python``. C++ statuses become Python
 exceptions in ``_check`` alone.
 """
 
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_GetBuffer)
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libcpp.memory cimport shared_ptr, unique_ptr
@@ -638,3 +639,4 @@ cdef class ModelScheduler:
 include "_python_stub.pxi"
 include "_tensorflow.pxi"
 include "_onnxruntime.pxi"
+include "_cuda_ipc.pxi"

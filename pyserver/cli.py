@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="BYTES",
                    help="bytes of (pinned where CUDA is present) host memory kept for reuse "
                         "by the batcher")
+    _add_bool(p, "--allow-shared-memory", dest="allow_shared_memory", default=False,
+              help="serve the system and CUDA shared-memory APIs (v1 SharedMemoryControl, "
+                   "v2 systemsharedmemory / cudasharedmemory) and tensors in registered "
+                   "regions; off, they answer HTTP 403 / gRPC UNAVAILABLE. Any client that "
+                   "can reach the server may then map POSIX shared-memory objects of this "
+                   "server's user: enable only where clients are trusted")
     p.add_argument("--cache-size", "--response-cache-byte-size", dest="cache_size",
                    type=_byte_count, default=0, metavar="BYTES",
                    help="bytes of the response cache, shared by every model whose config has "
@@ -289,6 +295,7 @@ async def run(args: argparse.Namespace) -> int:
                             exit_timeout_secs=args.exit_timeout_secs,
                             unload_timeout_secs=UNLOAD_TIMEOUT_SECS,
                             pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
+                            allow_shared_memory=args.allow_shared_memory,
                             response_cache_byte_size=args.cache_size)
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)

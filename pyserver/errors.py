@@ -10,7 +10,7 @@ import enum
 
 
 class Code(enum.IntEnum):
-    """v1 RequestStatusCode."""
+    """v1 RequestStatusCode, and FORBIDDEN (not on the v1 wire: v1_code)."""
 
     SUCCESS = 1
     UNKNOWN = 2
@@ -20,6 +20,10 @@ class Code(enum.IntEnum):
     UNAVAILABLE = 6
     UNSUPPORTED = 7
     ALREADY_EXISTS = 8
+    # A feature the server's operator has not allowed (shared memory without
+    # --allow-shared-memory): HTTP 403, and UNAVAILABLE on gRPC and v1, as
+    # Triton answers its restricted APIs.
+    FORBIDDEN = 100
 
 
 class ServerError(Exception):
@@ -52,6 +56,11 @@ def internal(message: str) -> ServerError:
 
 # -- the one table from codes to transport statuses ---------------------------
 
+def v1_code(code: Code) -> Code:
+    """The v1 RequestStatusCode that carries ``code``."""
+    return Code.UNAVAILABLE if code == Code.FORBIDDEN else code
+
+
 # v1 HTTP answers 200 only on SUCCESS and 400 for every other code
 # (as the v1 server did).
 def v1_http_status(code: Code) -> int:
@@ -60,7 +69,7 @@ def v1_http_status(code: Code) -> int:
 
 # v2 HTTP: Triton's mapping of error codes to HTTP statuses (http_server.cc).
 _V2_HTTP = {Code.SUCCESS: 200, Code.INTERNAL: 500, Code.NOT_FOUND: 404, Code.UNAVAILABLE: 503,
-            Code.UNSUPPORTED: 501}
+            Code.UNSUPPORTED: 501, Code.FORBIDDEN: 403}
 
 
 def v2_http_status(code: Code) -> int:
@@ -73,7 +82,7 @@ def v2_http_status(code: Code) -> int:
 _V2_GRPC = {Code.SUCCESS: "OK", Code.UNKNOWN: "UNKNOWN", Code.INTERNAL: "INTERNAL",
             Code.NOT_FOUND: "NOT_FOUND", Code.INVALID_ARG: "INVALID_ARGUMENT",
             Code.UNAVAILABLE: "UNAVAILABLE", Code.UNSUPPORTED: "UNIMPLEMENTED",
-            Code.ALREADY_EXISTS: "ALREADY_EXISTS"}
+            Code.ALREADY_EXISTS: "ALREADY_EXISTS", Code.FORBIDDEN: "UNAVAILABLE"}
 
 
 def grpc_status(code: Code):

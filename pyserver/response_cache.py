@@ -187,6 +187,13 @@ def _output_bytes(output: InferOutput) -> int:
     return size
 
 
+def fresh_outputs(stored: list[InferOutput]) -> list[InferOutput]:
+    """New output objects over the stored (read-only) arrays, for one
+    response: whatever a response's handling marks on its outputs (the
+    shared-memory region an output was written to) stays off the entry."""
+    return [InferOutput(o.name, o.datatype, o.data, o.classes, o.classified) for o in stored]
+
+
 def _frozen(output: InferOutput) -> InferOutput:
     """A read-only copy in memory of its own (not a view into the core's
     memory pool, which the response's arrays may be)."""

@@ -33,7 +33,9 @@ from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
 from pyserver.repository.manager import ModelVersion, RepositoryManager
-from pyserver.response_cache import ResponseCache
+from pyserver.response_cache import ResponseCache, fresh_outputs
+from pyserver.shared_memory import (OutputDestination, SharedMemoryRegistry, fetch_cuda_inputs,
+                                    write_outputs)
 
 log = logging.getLogger("pyserver")
 
@@ -68,6 +70,7 @@ class ServerOptions:
     unload_timeout_secs: float = 10.0  # after the exit timeout, for instances to stop
     gpu_count: int = 0
     pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
+    allow_shared_memory: bool = False  # system and CUDA shared-memory regions for tensors
     response_cache_byte_size: int = 0  # 0: no response cache
 
 
@@ -105,6 +108,8 @@ class InferenceServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._request_ids = itertools.count(1)
         self.draining = False
+        # Registered shared-memory regions (pyserver.shared_memory).
+        self.shared_memory = SharedMemoryRegistry(options.allow_shared_memory)
 
     # -- start and stop -----------------------------------------------------
 
@@ -160,6 +165,7 @@ class InferenceServer:
             self._drain()
         if self._loop is not None:
             self._loop.remove_reader(self._completions.fileno())
+        self.shared_memory.close()
         return report
 
     def _fail_pending(self, message: str) -> None:
@@ -245,21 +251,32 @@ class InferenceServer:
         version = None
         try:
             version = self.resolve(request.model, request.version)
+            # Shared-memory inputs become views of their regions, outputs get
+            # destinations that keep their regions until the request is done.
+            destinations = None
+            if request.shared_memory:
+                destinations = self.shared_memory.resolve(request)
             plan = plan_for(version, request)
+            if request.shared_memory:  # CUDA inputs: copied once their sizes are checked
+                fetch_cuda_inputs(request, plan.inputs)
             payload = plan.payload(request)
             key = hit = None
             lookup_ns = -1  # -1: the cache is not consulted
             if version.cache_responses and self.response_cache is not None:
                 key, lookup_ns, outputs = self._cache_lookup(plan, payload)
                 if outputs is not None:
+                    outputs = fresh_outputs(outputs)  # this response's own output objects
+                    if destinations:
+                        write_outputs(outputs, destinations)
                     hit = InferenceResponse(version.name, version.version, request.id,
-                                            list(outputs), None, plan.batch_size, plan.batched,
+                                            outputs, None, plan.batch_size, plan.batched,
                                             plan.cache)
                     version.stats.record_cache_hit(plan.batch_size, received,
                                                    _core.monotonic_ns(), lookup_ns)
             if hit is None:
                 ticket = next(self._tickets)
-                self._pending[ticket] = _Call(plan, request, on_done, key, lookup_ns)
+                self._pending[ticket] = _Call(plan, request, on_done, destinations, key,
+                                              lookup_ns)
                 try:
                     version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
                 except BaseException:
@@ -328,6 +345,8 @@ class InferenceServer:
             if code == Code.SUCCESS:
                 try:
                     response = call.plan.response(request, result)
+                    if call.destinations:
+                        write_outputs(response.outputs, call.destinations)
                 except ServerError as exc:
                     response = self._failure(call, exc)
                 except Exception:
@@ -453,13 +472,15 @@ class _Call:
     it missed the response cache after a lookup that long, and its response
     is stored under ``cache_key`` (None: too large to be cached)."""
 
-    __slots__ = ("plan", "request", "on_done", "cache_key", "lookup_ns")
+    __slots__ = ("plan", "request", "on_done", "destinations", "cache_key", "lookup_ns")
 
     def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
+                 destinations: list[OutputDestination] | None = None,
                  cache_key: _core.CacheKey | None = None, lookup_ns: int = -1) -> None:
         self.plan = plan
         self.request = request
         self.on_done = on_done
+        self.destinations = destinations  # shared-memory outputs
         self.cache_key = cache_key
         self.lookup_ns = lookup_ns
 

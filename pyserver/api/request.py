@@ -27,18 +27,21 @@ class InferInput:
     carries the bytes. ``datatype`` None means the model's; ``shape`` None
     means the model's dims (fixed-shape inputs only). ``byte_size`` is the
     declared size of the data (None: computed; required for BYTES data
-    inside ``input_data``)."""
+    inside ``input_data``). ``shared_memory``, when set, is a
+    pyserver.shared_memory.SharedMemoryRef: the data lies in that registered
+    region (``data`` stays None; the server resolves it)."""
 
-    __slots__ = ("name", "datatype", "shape", "data", "byte_size")
+    __slots__ = ("name", "datatype", "shape", "data", "byte_size", "shared_memory")
 
     def __init__(self, name: str, datatype: str | None = None,
                  shape: Sequence[int] | None = None, data: Any = None,
-                 byte_size: int | None = None) -> None:
+                 byte_size: int | None = None, shared_memory: Any = None) -> None:
         self.name = name
         self.datatype = datatype
         self.shape = tuple(shape) if shape is not None else None
         self.data = data
         self.byte_size = byte_size
+        self.shared_memory = shared_memory
 
     @classmethod
     def from_array(cls, name: str, array: Any) -> "InferInput":
@@ -52,13 +55,16 @@ class InferInput:
 
 class RequestedOutput:
     """An output the client wants; ``classification`` > 0 asks for the
-    top-k classes of it instead of the tensor."""
+    top-k classes of it instead of the tensor. ``shared_memory``, when set,
+    is a pyserver.shared_memory.SharedMemoryRef: the server writes the
+    output there and the response carries no data for it."""
 
-    __slots__ = ("name", "classification")
+    __slots__ = ("name", "classification", "shared_memory")
 
-    def __init__(self, name: str, classification: int = 0) -> None:
+    def __init__(self, name: str, classification: int = 0, shared_memory: Any = None) -> None:
         self.name = name
         self.classification = classification
+        self.shared_memory = shared_memory
 
     def __repr__(self) -> str:
         return f"RequestedOutput({self.name!r}, classification={self.classification})"
@@ -80,16 +86,20 @@ class InferenceRequest:
     ``signature``, when given, is a key that is equal for two requests only
     if they differ at most in the values of their data (not in which inputs
     carry it inline), id and parameters; the server caches its validation
-    under it. Left out, the server computes one."""
+    under it. Left out, the server computes one.
+
+    ``shared_memory`` True says that some input or output has a
+    ``shared_memory`` reference (the server resolves them only then)."""
 
     __slots__ = ("model", "version", "inputs", "outputs", "id", "priority", "timeout_us",
-                 "batch_size", "input_data", "parameters", "signature")
+                 "batch_size", "input_data", "parameters", "signature", "shared_memory")
 
     def __init__(self, model: str, inputs: Sequence[InferInput] | Mapping[str, Any] = (),
                  outputs: Sequence[RequestedOutput | str] = (), *, version: int = LATEST,
                  id: int | str = 0, priority: int = 0, timeout_us: int = 0,
                  batch_size: int | None = None, input_data: Any = None,
-                 parameters: dict | None = None, signature: Any = None) -> None:
+                 parameters: dict | None = None, signature: Any = None,
+                 shared_memory: bool = False) -> None:
         self.model = model
         self.version = version
         if not isinstance(inputs, (list, tuple)) and isinstance(inputs, Mapping):
@@ -106,6 +116,7 @@ class InferenceRequest:
         self.input_data = input_data
         self.parameters = parameters
         self.signature = signature
+        self.shared_memory = shared_memory
 
     def cache_key(self) -> Any:
         """The signature, computed from the request when none was given."""

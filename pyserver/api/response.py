@@ -26,9 +26,12 @@ class InferOutput:
     when the model batches. A classification output has datatype BYTES,
     ``data`` of "value:index[:label]" strings shaped [batch, k] ([k]
     without batching), and ``classes``: per batch element its k Classes in
-    descending score; ``classified`` is then the datatype of the scores."""
+    descending score; ``classified`` is then the datatype of the scores.
+    ``shared_memory`` (a SharedMemoryRef with the bytes written) is set when
+    the server wrote the output into a shared-memory region: then the wire
+    carries no data for it."""
 
-    __slots__ = ("name", "datatype", "shape", "data", "classes", "classified")
+    __slots__ = ("name", "datatype", "shape", "data", "classes", "classified", "shared_memory")
 
     def __init__(self, name: str, datatype: str, data: np.ndarray,
                  classes: list[list[Class]] | None = None, classified: str | None = None) -> None:
@@ -38,6 +41,7 @@ class InferOutput:
         self.data = data
         self.classes = classes
         self.classified = classified
+        self.shared_memory = None
 
     def to_bytes(self) -> bytes:
         """The tensor's wire bytes: row-major little-endian; BYTES elements

@@ -20,7 +20,7 @@ import grpc
 
 from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, internal, invalid_arg
-from pyserver.protocol import v1_grpc, v1_infer, v1_status
+from pyserver.protocol import v1_grpc, v1_infer, v1_shared_memory, v1_status
 from pyserver.protos import grpc_service_pb2 as gs
 from pyserver.server import InferenceServer
 
@@ -119,12 +119,19 @@ class V1GrpcService:
         return gs.ModelControlResponse(request_status=self._status()).SerializeToString()
 
     async def shared_memory_control(self, data: bytes, context) -> bytes:
+        """Register (system or CUDA), unregister, unregister_all or status
+        of shared-memory regions (facts §3.2)."""
         try:
-            v1_grpc.parse(gs.SharedMemoryControlRequest, data)
-            raise ServerError(Code.UNSUPPORTED, "shared memory is not supported")
+            request = v1_grpc.parse(gs.SharedMemoryControlRequest, data)
+            status = v1_shared_memory.grpc_control(self.server.shared_memory, request)
         except ServerError as exc:
             return gs.SharedMemoryControlResponse(
                 request_status=self._status(exc)).SerializeToString()
+        response = gs.SharedMemoryControlResponse(request_status=self._status())
+        if status is not None:
+            response.shared_memory_status.shared_memory_region.extend(
+                status.shared_memory_region)
+        return response.SerializeToString()
 
     # -- inference ---------------------------------------------------------------
 

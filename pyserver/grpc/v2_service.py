@@ -26,6 +26,7 @@ from pyserver.protocol.messages import parse
 from pyserver.protos import v2_grpc_service_pb2 as pb
 from pyserver.protos import v2_model_config_pb2 as mc2
 from pyserver.server import InferenceServer
+from pyserver.shared_memory import CudaRegion, SystemRegion
 
 log = logging.getLogger("pyserver.grpc")
 
@@ -72,6 +73,18 @@ class V2GrpcService:
             "RepositoryModelLoad": unary(self.repository_load, pb.RepositoryModelLoadRequest),
             "RepositoryModelUnload": unary(self.repository_unload,
                                            pb.RepositoryModelUnloadRequest),
+            "SystemSharedMemoryStatus": unary(self.system_shm_status,
+                                              pb.SystemSharedMemoryStatusRequest),
+            "SystemSharedMemoryRegister": unary(self.system_shm_register,
+                                                pb.SystemSharedMemoryRegisterRequest),
+            "SystemSharedMemoryUnregister": unary(self.system_shm_unregister,
+                                                  pb.SystemSharedMemoryUnregisterRequest),
+            "CudaSharedMemoryStatus": unary(self.cuda_shm_status,
+                                            pb.CudaSharedMemoryStatusRequest),
+            "CudaSharedMemoryRegister": unary(self.cuda_shm_register,
+                                              pb.CudaSharedMemoryRegisterRequest),
+            "CudaSharedMemoryUnregister": unary(self.cuda_shm_unregister,
+                                                pb.CudaSharedMemoryUnregisterRequest),
         })
 
     # -- health and metadata ---------------------------------------------------------
@@ -131,6 +144,40 @@ class V2GrpcService:
             if exc.code != Code.UNAVAILABLE:
                 raise ServerError(Code.INVALID_ARG, exc.message) from None
             raise
+
+    # -- shared memory ----------------------------------------------------------------
+
+    async def system_shm_status(self, request):
+        out = pb.SystemSharedMemoryStatusResponse()
+        for region in self.server.shared_memory.status(SystemRegion, request.name):
+            out.regions[region["name"]].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region))
+        return out
+
+    async def system_shm_register(self, request):
+        self.server.shared_memory.register_system(request.name, request.key, request.offset,
+                                                  request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def system_shm_unregister(self, request):
+        self.server.shared_memory.unregister(SystemRegion, request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def cuda_shm_status(self, request):
+        out = pb.CudaSharedMemoryStatusResponse()
+        for region in self.server.shared_memory.status(CudaRegion, request.name):
+            out.regions[region["name"]].CopyFrom(
+                pb.CudaSharedMemoryStatusResponse.RegionStatus(**region))
+        return out
+
+    async def cuda_shm_register(self, request):
+        self.server.shared_memory.register_cuda(request.name, request.raw_handle,
+                                                request.device_id, request.byte_size)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    async def cuda_shm_unregister(self, request):
+        self.server.shared_memory.unregister(CudaRegion, request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # -- inference ----------------------------------------------------------------------
 
@@ -216,7 +263,23 @@ class _FutureAnswer:
 def _infer_response(response: InferenceResponse, message_id: str) -> pb.ModelInferResponse:
     out = pb.ModelInferResponse(model_name=response.model, model_version=str(response.version),
                                 id=message_id)
+    raw = out.raw_output_contents
+    # raw_output_contents follows the outputs' order: an output written into
+    # shared memory has an empty entry, unless no raw output comes after it.
+    trailing = 0
     for output in response.outputs:
-        out.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
-        out.raw_output_contents.append(output.to_bytes())
+        tensor = out.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        if output.shared_memory is None:
+            raw.append(output.to_bytes())
+            trailing = 0
+            continue
+        for key, value in v2.shared_memory_parameters(output.shared_memory).items():
+            if isinstance(value, str):
+                tensor.parameters[key].string_param = value
+            else:
+                tensor.parameters[key].int64_param = value
+        raw.append(b"")
+        trailing += 1
+    if trailing:
+        del raw[-trailing:]
     return out

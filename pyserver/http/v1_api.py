@@ -15,7 +15,7 @@ from pyserver.api.request import LATEST
 from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, invalid_arg, v1_http_status
 from pyserver.http.connection import RequestCycle
-from pyserver.protocol import v1_infer, v1_status
+from pyserver.protocol import v1_infer, v1_shared_memory, v1_status
 from pyserver.server import InferenceServer
 
 log = logging.getLogger("pyserver.http")
@@ -23,7 +23,7 @@ log = logging.getLogger("pyserver.http")
 _OCTET = (b"content-type", b"application/octet-stream")
 _TEXT = (b"content-type", b"text/plain")
 _API_PREFIXES = (b"/api/health", b"/api/status", b"/api/infer", b"/api/modelcontrol",
-                 b"/api/repository")
+                 b"/api/repository", b"/api/sharedmemorycontrol")
 
 
 class V1HttpApi:
@@ -52,6 +52,8 @@ class V1HttpApi:
             if cycle.method != b"POST":
                 return _method_not_allowed(cycle)
             return self._model_control(cycle, path[len(b"/api/modelcontrol/"):])
+        if path.startswith(b"/api/sharedmemorycontrol/"):
+            return self._shared_memory_control(cycle, path[len(b"/api/sharedmemorycontrol/"):])
         if path == b"/api/repository/index":
             if cycle.method != b"GET":
                 return _method_not_allowed(cycle)
@@ -111,6 +113,22 @@ class V1HttpApi:
         except ServerError as exc:
             return cycle.respond(400, [self._nv_status(exc.code, exc.message)])
         cycle.respond(200, [self._nv_status(Code.SUCCESS, "")])
+
+    def _shared_memory_control(self, cycle: RequestCycle, route: bytes) -> None:
+        try:
+            status = v1_shared_memory.http_control(self.server.shared_memory, cycle.method,
+                                                   route.decode("utf-8", "replace"), cycle.body)
+        except v1_shared_memory.MethodNotAllowed:
+            return _method_not_allowed(cycle)
+        except ServerError as exc:
+            return cycle.respond(400, [self._nv_status(exc.code, exc.message)])
+        if status is None:
+            return cycle.respond(200, [self._nv_status(Code.SUCCESS, "")])
+        fmt = (cycle.query_param(b"format") or b"text").decode("latin-1")
+        body, content_type = v1_status.encode(status, fmt if fmt in ("binary", "json")
+                                              else "text")
+        cycle.respond(200, [self._nv_status(Code.SUCCESS, ""),
+                            (b"content-type", content_type.encode())], body)
 
     def _repository_index(self, cycle: RequestCycle) -> None:
         index = v1_status.repository_index(self.server)

@@ -8,8 +8,11 @@ v1: protocol.v2 translates the body into an InferenceRequest for ``infer``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+from urllib.parse import unquote
 
 from pyserver.api.request import LATEST
 from pyserver.api.response import InferenceResponse
@@ -17,6 +20,7 @@ from pyserver.errors import Code, ServerError, invalid_arg, v2_http_status
 from pyserver.http.connection import RequestCycle
 from pyserver.protocol import v2
 from pyserver.server import InferenceServer
+from pyserver.shared_memory import CudaRegion, SystemRegion
 
 log = logging.getLogger("pyserver.http")
 
@@ -49,6 +53,8 @@ class V2HttpApi:
                 return self._model(cycle, method, parts[2], parts[3:])
             if parts[1] == "repository":
                 return self._repository(cycle, method, parts[2:])
+            if parts[1] in ("systemsharedmemory", "cudasharedmemory"):
+                return self._shared_memory(cycle, method, parts[1], parts[2:])
         except ServerError as exc:
             return _error(cycle, v2_http_status(exc.code), exc.message)
         except Exception:  # a fault of ours: the client learns only that
@@ -128,6 +134,40 @@ class V2HttpApi:
             return _error(cycle, status, exc.message)
         cycle.respond(200, [_JSON], b"")
 
+    # -- shared memory ----------------------------------------------------------------
+
+    def _shared_memory(self, cycle: RequestCycle, method: bytes, family: str,
+                       rest: list[str]):
+        """[region/<name>/]status (GET), region/<name>/register and
+        [region/<name>/]unregister (POST)."""
+        name = ""
+        if len(rest) == 3 and rest[0] == "region":
+            name = unquote(rest[1])
+            if not name:
+                raise invalid_arg("shared memory region name must not be empty")
+            rest = rest[2:]
+        if len(rest) != 1 or rest[0] not in ("status", "register", "unregister") or (
+                rest[0] == "register" and not name):
+            return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')[:200]}")
+        action = rest[0]
+        registry = self.server.shared_memory
+        kind = SystemRegion if family == "systemsharedmemory" else CudaRegion
+        if action == "status":
+            return self._get(cycle, method, lambda: registry.status(kind, name))
+        if method != b"POST":
+            return _error(cycle, 405, "method not allowed")
+        if action == "unregister":
+            registry.unregister(kind, name)
+            return cycle.respond(200, [_JSON], b"")
+        body = _json_body(cycle)
+        if kind is SystemRegion:
+            registry.register_system(name, body.get("key"), body.get("offset", 0),
+                                     body.get("byte_size"))
+        else:
+            registry.register_cuda(name, _raw_handle(body.get("raw_handle")),
+                                   body.get("device_id", 0), body.get("byte_size"))
+        return cycle.respond(200, [_JSON], b"")
+
     # -- infer ----------------------------------------------------------------------
 
     def _infer(self, cycle: RequestCycle, model: str, version: int) -> None:
@@ -178,6 +218,16 @@ def _json_body(cycle: RequestCycle) -> dict:
     if not isinstance(doc, dict):
         raise invalid_arg("request body must be a JSON object")
     return doc
+
+
+def _raw_handle(value) -> bytes:
+    """A CUDA IPC handle as Triton's JSON carries it: {"b64": "<base64>"}."""
+    if not isinstance(value, dict) or not isinstance(value.get("b64"), str):
+        raise invalid_arg("raw_handle must be a JSON object {\"b64\": \"<base64 handle>\"}")
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_arg("raw_handle: 'b64' is not base64") from None
 
 
 def _error(cycle: RequestCycle, status: int, message: str) -> None:

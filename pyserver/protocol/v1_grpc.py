@@ -10,7 +10,7 @@ path.
 
 from __future__ import annotations
 
-from pyserver.errors import Code, ServerError
+from pyserver.errors import Code, ServerError, v1_code
 from pyserver.protocol.messages import parse  # noqa: F401 (the v1 service parses with it)
 from pyserver.protocol.v1_infer import _varint
 from pyserver.protos import api_pb2
@@ -41,7 +41,7 @@ class StatusEncoder:
         return self._success_prefix + _varint(request_number)
 
     def message(self, code: int, message: str, request_number: int) -> rs.RequestStatus:
-        return rs.RequestStatus(code=code, msg="" if code == Code.SUCCESS else message,
+        return rs.RequestStatus(code=v1_code(code), msg="" if code == Code.SUCCESS else message,
                                 server_id=self.server_id, request_id=request_number)
 
     def error(self, exc: ServerError, request_number: int) -> bytes:

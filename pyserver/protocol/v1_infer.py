@@ -19,8 +19,9 @@ from pyserver.api import datatypes
 from pyserver.api.limits import UINT64_MAX
 from pyserver.api.request import InferenceRequest, InferInput, RequestedOutput
 from pyserver.api.response import InferenceResponse
-from pyserver.errors import Code, ServerError, invalid_arg
+from pyserver.errors import Code, invalid_arg, v1_code
 from pyserver.protos import api_pb2
+from pyserver.shared_memory import SharedMemoryRef
 
 MAX_CACHED_TEMPLATES = 1024
 _ID_FIELD = re.compile(r"id:\s*([0-9]+)")
@@ -32,21 +33,24 @@ class RequestTemplate:
     """A parsed InferRequestHeader without its id: everything of a request
     but the model, the id and the data."""
 
-    __slots__ = ("batch_size", "inputs", "outputs", "priority", "timeout_us", "signature")
+    __slots__ = ("batch_size", "inputs", "outputs", "priority", "timeout_us", "signature",
+                 "shared_memory")
 
     def __init__(self, header: api_pb2.InferRequestHeader, signature) -> None:
         inputs = []
+        shared_memory = False
         for item in header.input:
-            if item.HasField("shared_memory"):
-                raise _no_shared_memory("input", item.name)
+            ref = _shared_memory_ref(item)
+            shared_memory = shared_memory or ref is not None
             inputs.append(InferInput(item.name, None, tuple(item.dims) if item.dims else None,
-                                     None, item.batch_byte_size or None))
+                                     None, item.batch_byte_size or None, ref))
         outputs = []
         for item in header.output:
-            if item.HasField("shared_memory"):
-                raise _no_shared_memory("output", item.name)
+            ref = _shared_memory_ref(item)
+            shared_memory = shared_memory or ref is not None
             outputs.append(RequestedOutput(item.name, item.cls.count if item.HasField("cls")
-                                           else 0))
+                                           else 0, ref))
+        self.shared_memory = shared_memory
         self.batch_size = header.batch_size
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
@@ -60,7 +64,7 @@ class RequestTemplate:
         return InferenceRequest(model, self.inputs, self.outputs, version=version, id=request_id,
                                 priority=self.priority, timeout_us=self.timeout_us,
                                 batch_size=self.batch_size, input_data=data,
-                                signature=self.signature)
+                                signature=self.signature, shared_memory=self.shared_memory)
 
 
 class TemplateCache:
@@ -127,9 +131,13 @@ def parse_request_header(text: str) -> api_pb2.InferRequestHeader:
     return header
 
 
-def _no_shared_memory(kind: str, name: str) -> ServerError:
-    return ServerError(Code.UNSUPPORTED, f"{kind} '{name}' uses shared memory: shared memory is "
-                                         f"not supported")
+def _shared_memory_ref(item) -> SharedMemoryRef | None:
+    """An Input's or Output's ``shared_memory`` (InferSharedMemory) as a
+    reference, None when it has none."""
+    if not item.HasField("shared_memory"):
+        return None
+    shm = item.shared_memory
+    return SharedMemoryRef(shm.name, shm.offset, shm.byte_size)
 
 
 # -- responses ----------------------------------------------------------------
@@ -157,6 +165,8 @@ def encode_response(response: InferenceResponse, request_id: int = 0) -> InferRe
     for out in response.outputs:
         if out.classes is not None:
             any_cls = True
+            raw.append(b"")
+        elif out.shared_memory is not None:  # written into the region
             raw.append(b"")
         else:
             raw.append(out.to_bytes())
@@ -209,7 +219,8 @@ def _response_header(response: InferenceResponse, raw: list[bytes]) -> api_pb2.I
                     classes.cls.add(idx=c.index, value=c.value, label=c.label)
         else:
             entry.raw.dims.extend(out.shape[1:] if response.batched else out.shape)
-            entry.raw.batch_byte_size = len(data)
+            entry.raw.batch_byte_size = len(data) if out.shared_memory is None else \
+                out.shared_memory.byte_size
     return header
 
 
@@ -229,7 +240,8 @@ def _varint(value: int) -> bytes:
 
 def status_text(code: int, message: str, server_id: str, request_id: int) -> str:
     """RequestStatus in the one-line text form of the NV-Status header."""
-    name = Code(code).name
+    code = v1_code(Code(code))
+    name = code.name
     if code == Code.SUCCESS:
         return f'code: SUCCESS server_id: "{server_id}" request_id: {request_id}'
     return (f"code: {name} msg: {_quote(message)} server_id: \"{server_id}\" "

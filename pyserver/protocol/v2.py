@@ -16,14 +16,16 @@ import json
 
 from google.protobuf import descriptor
 
-from pyserver.api.limits import is_int
+from pyserver.api.limits import UINT64_MAX, is_int
 from pyserver.api.request import LATEST, InferenceRequest, InferInput, RequestedOutput
 from pyserver.api.response import InferenceResponse
 from pyserver.api.status import IndexEntry, ModelMetadata, VersionStatus
-from pyserver.errors import Code, ServerError, invalid_arg, v2_http_status
+from pyserver.errors import invalid_arg, v2_http_status
+from pyserver.shared_memory import SharedMemoryRef
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository",
-              "model_repository(unload_dependents)", "statistics", "model_configuration"]
+              "model_repository(unload_dependents)", "statistics", "model_configuration",
+              "system_shared_memory", "cuda_shared_memory"]
 
 
 def http_status(code: int) -> int:
@@ -114,6 +116,7 @@ def request_from_json(doc, binary: memoryview, model: str = "",
         raise invalid_arg("inference request must give 'inputs' as an array")
     inputs = []
     offset = 0
+    uses_shared_memory = False
     for item in raw_inputs:
         if not isinstance(item, dict):
             raise invalid_arg("each input must be a JSON object")
@@ -122,10 +125,14 @@ def request_from_json(doc, binary: memoryview, model: str = "",
                 shape, list) or not all(is_int(d) for d in shape):
             raise invalid_arg("each input needs 'name', 'datatype' and an integer 'shape'")
         in_params = _object(item.get("parameters"), f"input '{name}': 'parameters'")
-        if "shared_memory_region" in in_params:
-            raise ServerError(Code.UNSUPPORTED, f"input '{name}' uses shared memory: shared "
-                                                f"memory is not supported")
         size = in_params.get("binary_data_size")
+        shared = _json_shared_memory(in_params, f"input '{name}'")
+        if shared is not None:
+            if size is not None or "data" in item:
+                raise invalid_arg(f"input '{name}' gives shared memory and also data")
+            uses_shared_memory = True
+            inputs.append(InferInput(name, datatype, shape, shared_memory=shared))
+            continue
         if size is not None:
             if not is_int(size) or size < 0:
                 raise invalid_arg(f"input '{name}': binary_data_size must be a "
@@ -160,20 +167,70 @@ def request_from_json(doc, binary: memoryview, model: str = "",
             raise invalid_arg("each requested output needs a 'name'")
         name = item["name"]
         out_params = _object(item.get("parameters"), f"output '{name}': 'parameters'")
-        if "shared_memory_region" in out_params:
-            raise ServerError(Code.UNSUPPORTED, f"output '{name}' uses shared "
-                                                f"memory: shared memory is not supported")
+        shared = _json_shared_memory(out_params, f"output '{name}'")
+        uses_shared_memory = uses_shared_memory or shared is not None
         cls = out_params.get("classification", 0)
         if not is_int(cls) or cls < 0:
             raise invalid_arg(f"output '{name}': classification must be a "
                               f"non-negative integer")
-        outputs.append(RequestedOutput(name, cls))
+        outputs.append(RequestedOutput(name, cls, shared))
         if "binary_data" in out_params:
             binary_outputs[name] = _bool(out_params["binary_data"],
                                          f"output '{name}': parameter 'binary_data'")
     request = InferenceRequest(model, inputs, outputs, version=version, id=request_id,
-                               priority=priority, timeout_us=timeout, parameters=params)
+                               priority=priority, timeout_us=timeout, parameters=params,
+                               shared_memory=uses_shared_memory)
     return V2Request(request, binary_outputs, binary_default)
+
+
+def _json_shared_memory(params: dict, what: str) -> SharedMemoryRef | None:
+    """The shared_memory_region / _offset / _byte_size parameters of a JSON
+    tensor, or None when it names no region."""
+    region = params.get("shared_memory_region")
+    if region is None:
+        if "shared_memory_byte_size" in params or "shared_memory_offset" in params:
+            raise invalid_arg(f"{what}: shared_memory_byte_size and shared_memory_offset need "
+                              f"shared_memory_region")
+        return None
+    if not isinstance(region, str) or not region:
+        raise invalid_arg(f"{what}: shared_memory_region must be a region name")
+    byte_size = params.get("shared_memory_byte_size")
+    offset = params.get("shared_memory_offset", 0)
+    if byte_size is None:
+        raise invalid_arg(f"{what}: shared memory needs shared_memory_byte_size")
+    for value, field in ((byte_size, "shared_memory_byte_size"),
+                         (offset, "shared_memory_offset")):
+        if not is_int(value) or not 0 <= value <= UINT64_MAX:
+            raise invalid_arg(f"{what}: {field} must be an integer from 0 to {UINT64_MAX}")
+    return SharedMemoryRef(region, offset, byte_size)
+
+
+def _grpc_shared_memory(params, what: str) -> SharedMemoryRef | None:
+    """The same parameters of a gRPC tensor (InferParameter map)."""
+    if "shared_memory_region" not in params:
+        if "shared_memory_byte_size" in params or "shared_memory_offset" in params:
+            raise invalid_arg(f"{what}: shared_memory_byte_size and shared_memory_offset need "
+                              f"shared_memory_region")
+        return None
+    region = params["shared_memory_region"]
+    if region.WhichOneof("parameter_choice") != "string_param" or not region.string_param:
+        raise invalid_arg(f"{what}: shared_memory_region must be a string parameter")
+    values = []
+    for field, required in (("shared_memory_offset", False), ("shared_memory_byte_size", True)):
+        if field not in params:
+            if required:
+                raise invalid_arg(f"{what}: shared memory needs shared_memory_byte_size")
+            values.append(0)
+            continue
+        param = params[field]
+        choice = param.WhichOneof("parameter_choice")
+        if choice not in ("int64_param", "uint64_param"):
+            raise invalid_arg(f"{what}: {field} must be an integer parameter")
+        value = getattr(param, choice)
+        if value < 0:
+            raise invalid_arg(f"{what}: {field} must not be negative")
+        values.append(value)
+    return SharedMemoryRef(region.string_param, values[0], values[1])
 
 
 def parse_http_body(body: bytearray | bytes, header_length: bytes | None, model: str = "",
@@ -208,7 +265,10 @@ def encode_response(response: InferenceResponse, request: V2Request) -> tuple[di
     for output in response.outputs:
         datatype = output.datatype
         out = {"name": output.name, "datatype": datatype, "shape": list(output.shape)}
-        if binary_of.get(output.name, default):
+        shared = output.shared_memory
+        if shared is not None:  # written into the region: no data here
+            out["parameters"] = shared_memory_parameters(shared)
+        elif binary_of.get(output.name, default):
             data = output.to_bytes()
             out["parameters"] = {"binary_data_size": len(data)}
             parts.append(data)
@@ -220,6 +280,14 @@ def encode_response(response: InferenceResponse, request: V2Request) -> tuple[di
         out_docs.append(out)
     doc["outputs"] = out_docs
     return doc, parts
+
+
+def shared_memory_parameters(ref: SharedMemoryRef) -> dict:
+    """The parameters a response gives an output written into shared memory."""
+    params = {"shared_memory_region": ref.region, "shared_memory_byte_size": ref.byte_size}
+    if ref.offset:
+        params["shared_memory_offset"] = ref.offset
+    return params
 
 
 # -- metadata, config, statistics, repository --------------------------------
@@ -333,15 +401,22 @@ def request_from_grpc(message) -> V2Request:
     contents as binary tensors, typed contents as data lists; every output
     comes back raw."""
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise invalid_arg(f"expected {len(message.inputs)} raw_input_contents, got {len(raw)}")
+    shared = [_grpc_shared_memory(t.parameters, f"input '{t.name}'") if t.parameters else None
+              for t in message.inputs]
+    uses_shared_memory = any(ref is not None for ref in shared)
+    in_body = len(message.inputs) - sum(ref is not None for ref in shared)
+    if raw and len(raw) != in_body:
+        raise invalid_arg(f"expected {in_body} raw_input_contents, got {len(raw)}")
     inputs = []
-    for i, tensor in enumerate(message.inputs):
-        if "shared_memory_region" in tensor.parameters:
-            raise ServerError(Code.UNSUPPORTED, f"input '{tensor.name}' uses shared memory: "
-                                                f"shared memory is not supported")
+    position = 0
+    for tensor, ref in zip(message.inputs, shared):
+        if ref is not None:
+            inputs.append(InferInput(tensor.name, tensor.datatype, list(tensor.shape),
+                                     shared_memory=ref))
+            continue
         if raw:
-            data = memoryview(raw[i])
+            data = memoryview(raw[position])
+            position += 1
         else:
             field = _CONTENTS.get(tensor.datatype)
             if field is None:
@@ -351,18 +426,19 @@ def request_from_grpc(message) -> V2Request:
         inputs.append(InferInput(tensor.name, tensor.datatype, list(tensor.shape), data))
     outputs = []
     for out in message.outputs:
-        if "shared_memory_region" in out.parameters:
-            raise ServerError(Code.UNSUPPORTED, f"output '{out.name}' uses shared memory: "
-                                                f"shared memory is not supported")
+        ref = _grpc_shared_memory(out.parameters, f"output '{out.name}'") \
+            if out.parameters else None
+        uses_shared_memory = uses_shared_memory or ref is not None
         cls = out.parameters["classification"].int64_param if "classification" in \
             out.parameters else 0
         if cls < 0:
             raise invalid_arg(f"output '{out.name}': classification must be >= 0")
-        outputs.append(RequestedOutput(out.name, cls))
+        outputs.append(RequestedOutput(out.name, cls, ref))
     params = message.parameters
     priority = params["priority"].uint64_param if "priority" in params else 0
     timeout = params["timeout"].int64_param if "timeout" in params else 0
     request = InferenceRequest(message.model_name, inputs, outputs,
                                version=parse_version(message.model_version), id=message.id,
-                               priority=priority, timeout_us=timeout)
+                               priority=priority, timeout_us=timeout,
+                               shared_memory=uses_shared_memory)
     return V2Request(request, {}, True)

@@ -154,13 +154,13 @@ def test_model_control_in_poll_mode_is_unavailable(stub, kind):
     assert stub.Health(gs.HealthRequest(mode="ready"), timeout=GRPC_TIMEOUT_S).health
 
 
-def test_shared_memory_control_is_unsupported(stub):
+def test_shared_memory_control_without_the_flag_is_unavailable(stub):
     request = gs.SharedMemoryControlRequest()
     request.register.name = "region"
     request.register.system_shared_memory.shared_memory_key = "/key"
     request.register.byte_size = 64
     response = stub.SharedMemoryControl(request, timeout=GRPC_TIMEOUT_S)
-    _assert_failed(response, Code.UNSUPPORTED, "shared memory is not supported")
+    _assert_failed(response, Code.UNAVAILABLE, "shared memory is disabled", "--allow-shared-memory")
 
 
 # -- Infer ----------------------------------------------------------------------------
@@ -286,12 +286,14 @@ def test_unknown_output_is_invalid_arg(stub):
     _assert_failed(response, Code.INVALID_ARG, "unexpected inference output 'OUTPUT7'")
 
 
-def test_input_in_shared_memory_is_unsupported(stub):
+def test_input_in_shared_memory_without_the_flag_is_unavailable(stub):
     request = grpc_infer_request("simple", 1, {"INPUT0": np.zeros((1, 16), np.float32),
                                                "INPUT1": np.zeros((1, 16), np.float32)})
     request.meta_data.input[1].shared_memory.name = "region"
+    request.meta_data.input[1].shared_memory.byte_size = 64
+    del request.raw_input[1]
     response = stub.Infer(request, timeout=GRPC_TIMEOUT_S)
-    _assert_failed(response, Code.UNSUPPORTED, "shared memory is not supported")
+    _assert_failed(response, Code.UNAVAILABLE, "shared memory is disabled")
 
 
 # -- bad messages -----------------------------------------------------------------

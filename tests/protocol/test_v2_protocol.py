@@ -49,19 +49,40 @@ def test_bad_requests(body, length, fragment):
     assert err.value.code == Code.INVALID_ARG and fragment in err.value.message
 
 
-def test_shared_memory_unsupported():
+def test_shared_memory_input_becomes_a_reference():
+    body = json.dumps({"inputs": [{"name": "I", "datatype": "FP32", "shape": [4],
+                                   "parameters": {"shared_memory_region": "r",
+                                                  "shared_memory_offset": 8,
+                                                  "shared_memory_byte_size": 16}}]}).encode()
+    request = v2.parse_http_body(body, None).request
+    ref = request.inputs[0].shared_memory
+    assert request.shared_memory and request.inputs[0].data is None
+    assert (ref.region, ref.offset, ref.byte_size) == ("r", 8, 16)
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"shared_memory_region": "r"}, "needs shared_memory_byte_size"),
+    ({"shared_memory_region": 3, "shared_memory_byte_size": 4}, "must be a region name"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": -1}, "shared_memory_byte_size"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": 4, "shared_memory_offset": "0"},
+     "shared_memory_offset"),
+    ({"shared_memory_byte_size": 4}, "need shared_memory_region"),
+    ({"shared_memory_region": "r", "shared_memory_byte_size": 4, "binary_data_size": 4},
+     "also data"),
+])
+def test_bad_shared_memory_parameters(params, fragment):
     body = json.dumps({"inputs": [{"name": "I", "datatype": "FP32", "shape": [1],
-                                   "parameters": {"shared_memory_region": "r"}}]}).encode()
+                                   "parameters": params}]}).encode()
     with pytest.raises(ServerError) as err:
         v2.parse_http_body(body, None)
-    assert err.value.code == Code.UNSUPPORTED
+    assert err.value.code == Code.INVALID_ARG and fragment in err.value.message
 
 
 def test_http_status_table():
     assert [v2.http_status(c) for c in (Code.INVALID_ARG, Code.NOT_FOUND, Code.UNAVAILABLE,
                                         Code.INTERNAL, Code.UNSUPPORTED, Code.UNKNOWN,
-                                        Code.ALREADY_EXISTS)] == [400, 404, 503, 500, 501,
-                                                                  400, 400]
+                                        Code.ALREADY_EXISTS, Code.FORBIDDEN)] == [
+        400, 404, 503, 500, 501, 400, 400, 403]
 
 
 def test_config_json_shape():
