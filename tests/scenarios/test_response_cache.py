@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import re
 import urllib.request
+import uuid
 
 import grpc
 import numpy as np
@@ -69,6 +70,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
     srv = ServerProcess(store, f"--cache-size={CACHE_BYTES}", "--model-control-mode=explicit",
+                        "--allow-shared-memory",
                         *(f"--load-model={m}" for m in MODELS),
                         workdir=tmp_path_factory.mktemp("cache_server"))
     yield srv
@@ -265,6 +267,48 @@ def test_every_front_end_shares_the_cache(server, client):
                                   (x + 1)[0])
     assert _delta(_stats(client, "cached"), before) == {
         "exec": 1, "inferences": 1, "success": 3, "hits": 2, "misses": 1}
+
+
+def test_hit_writes_into_the_requests_shared_memory_and_the_entry_stays_clean(client):
+    shm = pytest.importorskip("tritonclient.utils.shared_memory")
+    x = _row(750)
+    handles, names = [], []
+    try:
+        for _ in range(3):
+            name = f"cache{uuid.uuid4().hex[:12]}"
+            handles.append(shm.create_shared_memory_region(name, f"/pyserver-test-{name}",
+                                                           x.nbytes))
+            client.register_system_shared_memory(name, f"/pyserver-test-{name}", x.nbytes)
+            names.append(name)
+        shm.set_shared_memory_region(handles[0], [x])
+        from_shm = httpclient.InferInput("INPUT0", [1, 16], "FP32")
+        from_shm.set_shared_memory(names[0], x.nbytes)
+        in_body = httpclient.InferInput("INPUT0", [1, 16], "FP32")
+        in_body.set_data_from_numpy(x)
+
+        def into(region: str) -> list:
+            wanted = httpclient.InferRequestedOutput("OUTPUT0", binary_data=True)
+            wanted.set_shared_memory(region, x.nbytes)
+            return [wanted]
+
+        before = _stats(client, "cached")
+        client.infer("cached", [from_shm], outputs=into(names[1]))     # the miss
+        hit = client.infer("cached", [in_body], outputs=into(names[2]))  # the same tensor
+        plain = client.infer("cached", [in_body])                        # and again, in the body
+        assert _delta(_stats(client, "cached"), before) == {
+            "exec": 1, "inferences": 1, "success": 3, "hits": 2, "misses": 1}
+        for handle in handles[1:]:
+            np.testing.assert_array_equal(
+                shm.get_contents_as_numpy(handle, np.float32, [1, 16]), x + 1)
+        written = hit.get_output("OUTPUT0")  # no data in the response: it is in the region
+        assert "data" not in written and "binary_data_size" not in written["parameters"]
+        assert written["parameters"]["shared_memory_region"] == names[2]
+        np.testing.assert_array_equal(plain.as_numpy("OUTPUT0"), x + 1)
+    finally:
+        for name in names:
+            client.unregister_system_shared_memory(name)
+        for handle in handles:
+            shm.destroy_shared_memory_region(handle)
 
 
 # -- size bound --------------------------------------------------------------------------------
