@@ -168,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _milliseconds(text: str) -> float:
+    """A Triton duration flag (integer milliseconds) as seconds."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got '{text}'")
+    return value / 1000.0
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -306,6 +317,20 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grpc-handshake-timeout-secs", type=float, default=30.0,
                    help="a gRPC connection must finish its TLS handshake and HTTP/2 set-up "
                         "within this, else it is closed")
+    # Triton's names for the same bounds, in milliseconds. The flags above come
+    # first, so their defaults are the ones in force; these show theirs in ms.
+    for triton, ours, default_secs in (
+            ("--grpc-keepalive-time", "--grpc-keepalive-time-secs", 60.0),
+            ("--grpc-keepalive-timeout", "--grpc-keepalive-timeout-secs", 20.0),
+            ("--grpc-http2-min-recv-ping-interval-without-data",
+             "--grpc-min-ping-interval-secs", 10.0),
+            ("--grpc-max-connection-age", "--grpc-max-connection-age-secs", 0.0),
+            ("--grpc-max-connection-age-grace", "--grpc-max-connection-age-grace-secs", 0.0)):
+        g.add_argument(triton, dest=ours[2:].replace("-", "_"), type=_milliseconds,
+                       default=int(default_secs * 1000), metavar="MS",
+                       help=f"Triton's name for {ours}, in milliseconds")
+    g.add_argument("--grpc-http2-max-ping-strikes", dest="grpc_max_ping_strikes", type=int,
+                   default=2, help="Triton's name for --grpc-max-ping-strikes")
 
 
 def _http_limits(args: argparse.Namespace, open_files: int) -> HttpLimits:

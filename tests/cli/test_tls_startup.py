@@ -4,10 +4,15 @@ before any model loads."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import threading
+
 import pytest
 
 from conftest import ServerProcess
-from tls_helpers import make_certificates
+from pyserver.tls import TlsConfigError, TlsFiles, load_tls
+from tls_helpers import HOSTNAME, make_certificates
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +79,31 @@ def test_unusable_tls_files_stop_the_start_with_one_line(case, certs, empty_stor
     for fragment in fragments:
         assert fragment.lower() in errors[0].lower(), errors[0]
     assert "Started HTTPService" not in log, log
+
+
+@pytest.mark.parametrize("generator", ["openssl", "cryptography"])
+def test_test_certificates_from_either_generator_pass_the_checks_and_handshake(generator,
+                                                                               tmp_path):
+    if generator == "openssl" and shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    if generator == "cryptography":
+        pytest.importorskip("cryptography")
+    certs = make_certificates(tmp_path, generator)
+    material = load_tls(TlsFiles(certs.server_cert, certs.server_key, certs.ca_cert))
+    with pytest.raises(TlsConfigError):
+        load_tls(TlsFiles(certs.server_cert, certs.other_key))
+    server_side, client_side = socket.socketpair()
+    answer = []
+
+    def serve():
+        with material.server_context().wrap_socket(server_side, server_side=True) as tls:
+            answer.append(tls.getpeercert()["subject"])
+            tls.sendall(b"ok")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    context = certs.client_context(with_client_cert=True)
+    with context.wrap_socket(client_side, server_hostname=HOSTNAME) as tls:
+        assert tls.recv(2) == b"ok"
+    thread.join(10)
+    assert answer == [((("commonName", "test client"),),)]
