@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, http_request
+from conftest import HOST, ServerProcess, http_request
 from pyserver.protos import grpc_service_pb2, grpc_service_pb2_grpc
 from tls_helpers import HOSTNAME, make_certificates
 
 CHECK = Path(__file__).with_name("tritonclient_tls_check.py")
+HANDSHAKE_TIMEOUT_S = 2.0
 HAVE_TRITONCLIENT = importlib.util.find_spec("tritonclient") is not None and \
     importlib.util.find_spec("tritonclient.grpc") is not None
 
@@ -39,7 +42,8 @@ def _start(store, tmp_path_factory, *flags: str) -> ServerProcess:
 def server(example_store, certs, tmp_path_factory):
     srv = _start(example_store, tmp_path_factory, "--grpc-use-ssl=true",
                  f"--grpc-server-cert={certs.server_cert}",
-                 f"--grpc-server-key={certs.server_key}")
+                 f"--grpc-server-key={certs.server_key}",
+                 f"--grpc-handshake-timeout-secs={HANDSHAKE_TIMEOUT_S}")
     yield srv
     log = srv.log_text()
     assert srv.stop() == 0, log
@@ -106,6 +110,36 @@ def test_a_plain_text_channel_is_refused_and_the_server_serves_on(server, certs)
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     with _channel(server, certs) as channel:
         assert _v1_infer(channel).size == 16
+
+
+def _seconds_until_closed(srv, first_bytes: bytes, limit: float) -> float:
+    with socket.create_connection((HOST, srv.grpc_port), timeout=10) as sock:
+        sock.sendall(first_bytes)
+        start = time.monotonic()
+        sock.settimeout(limit)
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            pytest.fail(f"the gRPC TLS port kept a connection open {limit} s")
+        return time.monotonic() - start
+
+
+def test_a_stalled_tls_handshake_on_grpc_is_closed_after_the_handshake_timeout(server,
+                                                                                certs):
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"  # a ClientHello's start
+    elapsed = _seconds_until_closed(server, hello, HANDSHAKE_TIMEOUT_S + 5)
+    assert elapsed >= HANDSHAKE_TIMEOUT_S * 0.8, elapsed
+    with _channel(server, certs) as channel:
+        assert _v1_infer(channel).size == 16
+
+
+def test_plain_text_on_the_grpc_tls_port_is_closed_at_once(server):
+    elapsed = _seconds_until_closed(server, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                                    HANDSHAKE_TIMEOUT_S + 5)
+    assert elapsed < HANDSHAKE_TIMEOUT_S * 0.8, elapsed
 
 
 def test_tritons_grpc_flags_leave_http_plain(server):
