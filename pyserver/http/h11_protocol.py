@@ -16,8 +16,8 @@ try:  # h11 keeps its body readers private; the bare-LF check needs the chunked 
 except ImportError:  # pragma: no cover - a future h11: the body timeout still ends the wait
     _ChunkedReader = None
 
-from pyserver.http.connection import (IDLE, LINGER, REASONS, Headers, HttpConnection,
-                                      RequestCycle)
+from pyserver.http.connection import (HANDSHAKE, IDLE, LINGER, REASONS, Headers,
+                                      HttpConnection, RequestCycle)
 
 log = logging.getLogger("pyserver.http")
 
@@ -36,6 +36,9 @@ class H11Connection(HttpConnection):
         self._failed = False
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == HANDSHAKE:
+            self.hold_early_data(data)
+            return
         self.note_read(len(data))
         if self.phase == LINGER:
             return
@@ -44,7 +47,7 @@ class H11Connection(HttpConnection):
         self.conn.receive_data(data)
         self._process()
 
-    def eof_received(self) -> bool | None:
+    def client_done_sending(self) -> bool | None:
         if self.phase == LINGER:
             return None
         self.conn.receive_data(b"")
@@ -156,9 +159,15 @@ class H11Connection(HttpConnection):
         else:
             self.become_idle()
         if not self.writing_paused:
-            self.resume_reading()
-            if self.conn.trailing_data[0]:
-                self._process()
+            self.writable_again()
+
+    def writable_again(self) -> None:
+        """Reads on, starting with requests already buffered (pipelined)."""
+        if self.cycle is not None or self.phase == LINGER:
+            return
+        self.resume_reading()
+        if self.conn.trailing_data[0]:
+            self._process()
 
     def reject(self, status: int, message: str, headers: Headers = ()) -> None:
         """Answers a request the parser or the limits refused, then closes.
