@@ -50,6 +50,10 @@ class HttptoolsConnection(HttpConnection):
             if not self._failed:
                 self.reject(400, f"malformed HTTP request: {exc}")
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting.clear()  # never dispatched
+        super().connection_lost(exc)
+
     def eof_received(self) -> bool | None:
         self._answer_queue = True
         return super().eof_received()
