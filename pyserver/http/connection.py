@@ -83,7 +83,7 @@ class RequestCycle:
     """One request and the means to answer it exactly once."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "_connection", "responded",
-                 "reserved")
+                 "reserved", "inflight")
 
     def __init__(self, connection: "HttpConnection", method: bytes, target: bytes,
                  headers: Headers) -> None:
@@ -96,6 +96,9 @@ class RequestCycle:
         self.body = bytearray()
         self.responded = False
         self.reserved = 0  # bytes of the body budget this request holds
+        # The app's handle on work started for this request (``cancel()``),
+        # called if the connection is lost before the answer is sent.
+        self.inflight = None
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header (``name`` in lower case)."""
@@ -212,9 +215,18 @@ class HttpConnection(asyncio.Protocol):
         self._early_data.append(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone (reset, or closed by us): the request
+        being answered is cancelled if it is still queued; requests behind
+        it are never dispatched."""
         self.connections.discard(self)
         self.transport = None
         self._release_all()
+        cycle = self.cycle
+        if cycle is not None and not cycle.responded and cycle.inflight is not None:
+            try:
+                cycle.inflight.cancel()
+            except Exception:
+                log.exception("cancelling the request of a lost connection failed")
 
     def eof_received(self) -> bool | None:
         if self.phase == HANDSHAKE:

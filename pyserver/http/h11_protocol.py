@@ -23,6 +23,8 @@ log = logging.getLogger("pyserver.http")
 
 _TEXT = (b"content-type", b"text/plain")
 _READ_IN_FULL = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+# Bytes of pipelined requests buffered, unparsed, before reading pauses.
+_PIPELINE_BUFFER_BYTES = 64 * 1024
 
 
 class H11Connection(HttpConnection):
@@ -74,7 +76,11 @@ class H11Connection(HttpConnection):
                                      "in CRLF")
                 return
             if event is h11.PAUSED:
-                self.pause_reading()
+                # The next request waits for this one's answer. Reading goes on
+                # while little is buffered, so that a reset (a client gone) is
+                # seen and the request being answered can be cancelled.
+                if len(self.conn.trailing_data[0]) > _PIPELINE_BUFFER_BYTES:
+                    self.pause_reading()
                 return
             kind = type(event)
             if kind is h11.Request:

@@ -54,6 +54,10 @@ class HttptoolsConnection(HttpConnection):
             if not self._failed:
                 self.reject(400, f"malformed HTTP request: {exc}")
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting.clear()  # never dispatched
+        super().connection_lost(exc)
+
     def client_done_sending(self) -> bool | None:
         self._answer_queue = True
         return super().client_done_sending()
