@@ -221,12 +221,7 @@ class HttpConnection(asyncio.Protocol):
         self.connections.discard(self)
         self.transport = None
         self._release_all()
-        cycle = self.cycle
-        if cycle is not None and not cycle.responded and cycle.inflight is not None:
-            try:
-                cycle.inflight.cancel()
-            except Exception:
-                log.exception("cancelling the request of a lost connection failed")
+        self.cancel_inflight()
 
     def eof_received(self) -> bool | None:
         if self.phase == HANDSHAKE:
@@ -238,13 +233,26 @@ class HttpConnection(asyncio.Protocol):
         return None if self.tls is not None else keep_open
 
     def client_done_sending(self) -> bool | None:
-        """The client shut its side: answer what was read in full, then
-        close; a request cut short gets no answer. Returns True to keep the
-        connection open for the answers."""
+        """The client shut its side (a FIN). As nginx and uvicorn take it,
+        the client is gone: the request being answered is cancelled if it
+        is still queued (a running one is answered), requests pipelined
+        behind it are never dispatched, and the connection closes after the
+        answer under way. A request cut short gets no answer. Returns True
+        to keep the connection open for that answer."""
         if self.cycle is not None and self.phase != LINGER:
             self.closing = True
+            self.cancel_inflight()
             return True
         return None
+
+    def cancel_inflight(self) -> None:
+        """Cancels the request being answered if it is still queued."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.responded and cycle.inflight is not None:
+            try:
+                cycle.inflight.cancel()
+            except Exception:
+                log.exception("cancelling the request of a lost connection failed")
 
     def pause_writing(self) -> None:
         self._writing_paused = True

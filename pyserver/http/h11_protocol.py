@@ -54,8 +54,11 @@ class H11Connection(HttpConnection):
             return None
         self.conn.receive_data(b"")
         if self.cycle is not None:
-            # Answer it and the requests buffered behind it; h11 reports the
-            # close once they are parsed.
+            # The client is gone (see HttpConnection.client_done_sending):
+            # the answer under way closes the connection, and the requests
+            # buffered behind it are never parsed.
+            self.closing = True
+            self.cancel_inflight()
             return True
         self._process()
         return None

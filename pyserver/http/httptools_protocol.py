@@ -35,7 +35,6 @@ class HttptoolsConnection(HttpConnection):
         self._waiting: collections.deque[RequestCycle] = collections.deque()
         self._failed = False       # nothing more is parsed on this connection
         self._pending_reject: tuple[int, str, Headers] | None = None
-        self._answer_queue = False  # the client shut its side: answer what is queued, then close
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -59,7 +58,7 @@ class HttptoolsConnection(HttpConnection):
         super().connection_lost(exc)
 
     def client_done_sending(self) -> bool | None:
-        self._answer_queue = True
+        self._waiting.clear()  # the client is gone: never dispatched
         return super().client_done_sending()
 
     def writable_again(self) -> None:
@@ -130,7 +129,7 @@ class HttptoolsConnection(HttpConnection):
         if self.transport is None or cycle is not self.cycle:
             return
         keep_alive = self._keep_alive.pop(id(cycle), False)
-        if self.closing and not (self._answer_queue and self._waiting):
+        if self.closing:
             keep_alive = False
         parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in headers:

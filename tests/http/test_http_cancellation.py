@@ -1,5 +1,5 @@
-"""Cancellation over HTTP: a request whose connection is reset while it waits
-in its model's queue is taken out of the queue and never executed; requests
+"""Cancellation over HTTP: a request whose connection is closed (FIN) or reset
+while it waits in its model's queue is taken out of the queue and never executed; requests
 pipelined behind it on that connection never run either; the statistics and
 metrics count it; other clients are served; the queue place is freed.
 
@@ -82,6 +82,15 @@ def send_then_reset(port: int, data: bytes) -> None:
     sock.close()
 
 
+def send_then_close(port: int, data: bytes) -> None:
+    """Sends ``data`` on a new connection, waits for it to reach the queue,
+    then closes the connection normally (a FIN: the client is gone)."""
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.sendall(data)
+    settle()
+    sock.close()
+
+
 class Answer(threading.Thread):
     """One v2 HTTP request on its own connection, in a thread."""
 
@@ -142,6 +151,26 @@ def test_a_request_whose_connection_resets_while_queued_never_runs(server, slow,
     executed = slow.executed_ids()
     assert base + 2 not in executed
     assert executed.index(base + 1) < executed.index(base + 3)
+    assert deltas(before, statistics(server, slow.name)) == \
+        {"fail": 1, "success": 2, "executions": 2}
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_a_request_whose_client_closes_the_connection_while_queued_never_runs(server, slow,
+                                                                              protocol):
+    base = 700 if protocol == "v1" else 800
+    wire = v1_http if protocol == "v1" else v2_http
+    before = statistics(server, slow.name)
+    slow.hold()
+    first = Answer(server.port, slow.name, base + 1)
+    slow.wait_running(base + 1)
+    send_then_close(server.port, b"".join(wire(slow.name, i) for i in (base + 2, base + 3)))
+    settle()
+    slow.release()
+    assert first.status() == 200
+    assert Answer(server.port, slow.name, base + 4).status() == 200
+    executed = slow.executed_ids()
+    assert not {base + 2, base + 3} & set(executed)
     assert deltas(before, statistics(server, slow.name)) == \
         {"fail": 1, "success": 2, "executions": 2}
 
