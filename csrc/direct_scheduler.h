@@ -3,9 +3,10 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
+#include <list>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "completion_queue.h"
@@ -18,7 +19,8 @@ namespace pyserver {
 
 // One queue shared by all instances of a model; each instance has its own
 // thread that takes the oldest request and runs it alone. Finished requests
-// go to the completion queue after statistics are recorded.
+// go to the completion queue after statistics are recorded. A waiting
+// request can be cancelled by ticket (Cancel, O(1)).
 class DirectScheduler : public Scheduler {
  public:
   // Starts one thread per runtime. Takes ownership of `runtimes`;
@@ -30,7 +32,9 @@ class DirectScheduler : public Scheduler {
   // Stops (see Scheduler::Stop) before destruction.
   ~DirectScheduler() override;
 
+  // Refuses with INVALID_ARG a ticket that is already waiting.
   Status Enqueue(std::unique_ptr<InferRequest>* request) override;
+  bool Cancel(uint64_t ticket) override;
   size_t InflightCount() const override { return inflight_.load(); }
   void Stop() override;
 
@@ -45,7 +49,9 @@ class DirectScheduler : public Scheduler {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<InferRequest>> queue_;  // guarded by mu_
+  using Queue = std::list<std::unique_ptr<InferRequest>>;
+  Queue queue_;                                       // guarded by mu_
+  std::unordered_map<uint64_t, Queue::iterator> waiting_;  // by ticket; guarded by mu_
   bool stopping_ = false;                            // guarded by mu_
   std::atomic<size_t> inflight_{0};
 

@@ -90,5 +90,78 @@ TEST(CreateRefusesAModelWithoutInstances) {
   EXPECT(scheduler == nullptr);
 }
 
+// One instance busy for `busy` with ticket 1, then tickets 2..n queued.
+struct BusyDirect {
+  std::unique_ptr<CompletionQueue> queue;
+  ModelStats stats;
+  RecordingRuntime* runtime = nullptr;
+  std::unique_ptr<DirectScheduler> scheduler;
+
+  BusyDirect(uint64_t n, std::chrono::milliseconds busy) {
+    CompletionQueue::Create(&queue);
+    auto owned = std::make_unique<RecordingRuntime>(busy);
+    runtime = owned.get();
+    std::vector<std::unique_ptr<ModelRuntime>> runtimes;
+    runtimes.push_back(std::move(owned));
+    DirectScheduler::Create(std::move(runtimes), queue.get(), &stats, &scheduler);
+    for (uint64_t i = 1; i <= n; ++i) {
+      auto request = MakeRequest(i);
+      scheduler->Enqueue(&request);
+    }
+  }
+};
+
+TEST(DirectSchedulerCancelRemovesAQueuedRequestWhichNeverRuns) {
+  BusyDirect f(3, std::chrono::milliseconds(200));
+  EXPECT(f.scheduler->Cancel(2));
+  EXPECT(f.scheduler->InflightCount() == 2);
+  auto cancelled = Collect(f.queue.get(), 1);  // at once, before ticket 1 is done
+  EXPECT(cancelled.size() == 1 && cancelled[0]->ticket == 2);
+  EXPECT(cancelled[0]->status.Code() == StatusCode::kCancelled);
+  auto rest = Collect(f.queue.get(), 2);
+  EXPECT(rest.size() == 2);
+  f.scheduler->Stop();
+  EXPECT(f.runtime->executed == std::vector<uint64_t>({1, 3}));
+  ModelStatsSnapshot snapshot = f.stats.Snapshot();
+  EXPECT(snapshot.cancelled_count == 1);
+  EXPECT(snapshot.by_batch_size[1].failed_count == 1);
+  EXPECT(snapshot.by_batch_size[1].success_count == 2);
+}
+
+TEST(DirectSchedulerCancelOfARunningDoneOrUnknownTicketChangesNothing) {
+  BusyDirect f(2, std::chrono::milliseconds(100));
+  EXPECT(!f.scheduler->Cancel(99));
+  auto done = Collect(f.queue.get(), 1);
+  EXPECT(done.size() == 1 && done[0]->ticket == 1);
+  EXPECT(!f.scheduler->Cancel(1));  // completed
+  EXPECT(Collect(f.queue.get(), 1).size() == 1);
+  EXPECT(!f.scheduler->Cancel(2));  // completed
+  f.scheduler->Stop();
+  EXPECT(f.stats.Snapshot().cancelled_count == 0);
+  std::vector<std::unique_ptr<InferRequest>> extra;
+  EXPECT(f.queue->Drain(&extra) == 0);  // each request completed once
+}
+
+TEST(DirectSchedulerRefusesATicketAlreadyQueued) {
+  BusyDirect f(2, std::chrono::milliseconds(100));
+  auto twin = MakeRequest(2);
+  Status status = f.scheduler->Enqueue(&twin);
+  EXPECT(status.Code() == StatusCode::kInvalidArg);
+  EXPECT(twin != nullptr);
+  EXPECT(Collect(f.queue.get(), 2).size() == 2);
+}
+
+TEST(DirectSchedulerStopsWithCancelledRequests) {
+  BusyDirect f(5, std::chrono::milliseconds(50));
+  EXPECT(f.scheduler->Cancel(3));
+  EXPECT(f.scheduler->Cancel(5));
+  f.scheduler->Stop();
+  std::vector<std::unique_ptr<InferRequest>> out;
+  f.queue->Drain(&out);
+  EXPECT(out.size() == 5);
+  EXPECT(f.runtime->executed == std::vector<uint64_t>({1, 2, 4}));
+  EXPECT(f.scheduler->InflightCount() == 0);
+}
+
 }  // namespace
 }  // namespace pyserver

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
+#include <string>
 
 #include "batch_executor.h"
 #include "clock.h"
@@ -92,6 +94,11 @@ Status DynamicBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
     if (policy.max_queue_size != 0 && level_sizes_[segment] >= policy.max_queue_size) {
       return Status(StatusCode::kUnavailable, "Exceeds maximum queue size");
     }
+    auto slot = by_ticket_.emplace(r->ticket, EntryList::iterator());
+    if (!slot.second) {
+      return Status(StatusCode::kInvalidArg,
+                    "ticket " + std::to_string(r->ticket) + " is already queued");
+    }
     r->enqueued_ns = MonotonicNs();
     uint64_t timeout_us = policy.default_timeout_us;
     if (policy.allow_timeout_override && r->timeout_us != 0) timeout_us = r->timeout_us;
@@ -102,6 +109,7 @@ Status DynamicBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
     entry.request = std::move(*request);
     entry.segment = segment;
     entry.deadline = deadlines_.end();
+    slot.first->second = std::prev(list.end());
     if (r->deadline_ns != 0) {
       // Deadlines of one level mostly arrive in order: the hint makes that O(1).
       entry.deadline = deadlines_.emplace_hint(deadlines_.end(), r->deadline_ns,
@@ -132,6 +140,38 @@ void DynamicBatcher::Stop() {
   threads_.Join();
 }
 
+bool DynamicBatcher::Cancel(uint64_t ticket) {
+  std::vector<RequestPtr> cancelled;
+  bool wake_batcher = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto found = by_ticket_.find(ticket);
+    if (found == by_ticket_.end()) return false;
+    EntryList::iterator it = found->second;
+    // The batch re-forms without it at the next step.
+    if (it->pending) UnwindPendingLocked();
+    cancelled.push_back(RemoveWaitingLocked(it));
+    // Stopping and nothing left waiting: the batcher thread may exit.
+    wake_batcher = stopping_ && waiting_ == 0 && batcher_waiting_;
+  }
+  if (wake_batcher) batcher_cv_.notify_one();
+  InferRequest* r = cancelled.front().get();
+  r->status = Status(StatusCode::kCancelled, "request cancelled while queued");
+  r->compute_start_ns = r->compute_end_ns = MonotonicNs();
+  Release(&cancelled);  // not part of any batch: no ordering to keep
+  return true;
+}
+
+DynamicBatcher::RequestPtr DynamicBatcher::RemoveWaitingLocked(EntryList::iterator it) {
+  if (it->deadline != deadlines_.end()) deadlines_.erase(it->deadline);
+  by_ticket_.erase(it->request->ticket);
+  level_sizes_[it->segment % level_count_] -= 1;
+  waiting_ -= 1;
+  RequestPtr request = std::move(it->request);
+  segments_[it->segment].erase(it);
+  return request;
+}
+
 void DynamicBatcher::ExpireLocked(uint64_t now, std::vector<RequestPtr>* rejected) {
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     EntryList::iterator it = deadlines_.begin()->second;
@@ -148,10 +188,7 @@ void DynamicBatcher::ExpireLocked(uint64_t now, std::vector<RequestPtr>* rejecte
       it->segment = delayed;
     } else {
       r->status = Status(StatusCode::kUnavailable, "Request timeout expired");
-      rejected->push_back(std::move(it->request));
-      segments_[it->segment].erase(it);
-      level_sizes_[level] -= 1;
-      waiting_ -= 1;
+      rejected->push_back(RemoveWaitingLocked(it));
     }
   }
 }
@@ -203,6 +240,7 @@ void DynamicBatcher::TakePendingLocked(size_t count, std::vector<RequestPtr>* ta
   taken->reserve(count);
   for (auto it = entries.begin(); count > 0; --count) {
     if (it->deadline != deadlines_.end()) deadlines_.erase(it->deadline);
+    by_ticket_.erase(it->request->ticket);
     level_sizes_[it->segment % level_count_] -= 1;
     waiting_ -= 1;
     taken->push_back(std::move(it->request));

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "completion_queue.h"
@@ -64,7 +65,8 @@ struct DynamicBatcherConfig {
 // A request larger than the largest preferred size runs alone; requests are
 // never split. Timed-out requests are rejected (REJECT) or moved behind every
 // request that has not timed out (DELAY). With preserve_ordering, completions
-// leave in the order their batches were formed.
+// leave in the order their batches were formed. A waiting request can be
+// cancelled by ticket (O(1); the pending batch re-forms if it held it).
 class DynamicBatcher : public Scheduler {
  public:
   // Starts one thread per runtime. Takes ownership of `runtimes`; `pool`,
@@ -78,8 +80,11 @@ class DynamicBatcher : public Scheduler {
   ~DynamicBatcher() override;
 
   // Refuses with UNAVAILABLE when the request's level is at max_queue_size,
-  // and with INVALID_ARG when its priority level does not exist.
+  // and with INVALID_ARG when its priority level does not exist or its
+  // ticket is already waiting.
   Status Enqueue(std::unique_ptr<InferRequest>* request) override;
+  // A cancelled request frees its place under max_queue_size at once.
+  bool Cancel(uint64_t ticket) override;
   size_t InflightCount() const override { return inflight_.load(); }
   void Stop() override;
 
@@ -138,6 +143,9 @@ class DynamicBatcher : public Scheduler {
   uint64_t NextTimedEventLocked(uint64_t wake_ns) const;
   // True when the batcher thread sleeps past `event_ns` (0 = none).
   bool BatcherSleepsPastLocked(uint64_t event_ns) const;
+  // Takes `it` (waiting, in its segment or the pending batch) out of the
+  // queue and its indexes; returns its request.
+  RequestPtr RemoveWaitingLocked(EntryList::iterator it);
   // Applies the queue policy to requests whose deadline passed: REJECT ones
   // move into `rejected`, DELAY ones to their delayed segment. O(expired).
   void ExpireLocked(uint64_t now, std::vector<RequestPtr>* rejected);
@@ -177,6 +185,7 @@ class DynamicBatcher : public Scheduler {
   // segment level_count_ + i its requests delayed by a timeout.
   std::vector<EntryList> segments_;     // guarded by mu_
   DeadlineIndex deadlines_;             // guarded by mu_
+  std::unordered_map<uint64_t, EntryList::iterator> by_ticket_;  // waiting; guarded by mu_
   PendingBatch pending_;                // guarded by mu_
   std::vector<uint32_t> level_sizes_;   // waiting per level; guarded by mu_
   size_t waiting_ = 0;                  // sum of level_sizes_; guarded by mu_

@@ -81,7 +81,9 @@ Figures Measure(const Scenario& scenario, uint64_t requests) {
   }
   const uint64_t window = scenario.waiting + scenario.batch;
   const uint64_t warmup = requests / 10;
+  uint64_t next_ticket = 1;  // tickets of waiting requests are distinct
   auto enqueue = [&](std::unique_ptr<InferRequest> request) {
+    request->ticket = next_ticket++;
     request->status = Status::Success();
     request->result = nullptr;
     request->deadline_ns = 0;

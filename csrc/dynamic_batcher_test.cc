@@ -1,5 +1,6 @@
 // Unit tests of DynamicBatcher.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -418,6 +419,143 @@ TEST(BatcherServesAThousandQueuedRequestsInOrderInFullBatches) {
     EXPECT(b == 0 || batches[b].size() == 8);
     for (uint64_t ticket : batches[b]) EXPECT(ticket == next++);
   }
+  EXPECT(f.batcher->InflightCount() == 0);
+}
+
+// -- cancellation ---------------------------------------------------------------
+
+TEST(BatcherCancelsAQueuedRequestWhichNeverRuns) {
+  BatcherFixture f(Batching(1, {}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  EXPECT(f.Enqueue(2).IsOk());
+  EXPECT(f.Enqueue(3).IsOk());
+  EXPECT(f.batcher->Cancel(2));
+  EXPECT(!f.batcher->Cancel(2));  // once
+  auto cancelled = Collect(f.queue.get(), 1);  // completes while the instance is still busy
+  EXPECT(cancelled.size() == 1 && cancelled[0]->ticket == 2);
+  EXPECT(cancelled[0]->status.Code() == StatusCode::kCancelled);
+  EXPECT(f.batcher->InflightCount() == 2);
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 2).size() == 2);
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1}, {3}}));
+  ModelStatsSnapshot snapshot = f.stats.Snapshot();
+  EXPECT(snapshot.cancelled_count == 1);
+  EXPECT(snapshot.by_batch_size[1].failed_count == 1);
+  EXPECT(snapshot.execution_count == 2);
+}
+
+TEST(BatcherCancelFreesTheRequestsPlaceUnderMaxQueueSize) {
+  DynamicBatcherConfig config = Batching(1, {}, 0);
+  config.default_queue_policy.max_queue_size = 2;
+  BatcherFixture f(config, 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  EXPECT(f.Enqueue(2).IsOk());
+  EXPECT(f.Enqueue(3).IsOk());
+  EXPECT(f.Enqueue(4).Code() == StatusCode::kUnavailable);
+  EXPECT(f.batcher->Cancel(3));
+  EXPECT(f.Enqueue(4).IsOk());
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 4).size() == 4);
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1}, {2}, {4}}));
+}
+
+TEST(BatcherCancelLeavesARunningOrUnknownRequestAlone) {
+  BatcherFixture f(Batching(1, {}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  EXPECT(!f.batcher->Cancel(1));   // executing: runs to completion
+  EXPECT(!f.batcher->Cancel(42));  // never accepted
+  f.OpenAll();
+  auto done = Collect(f.queue.get(), 1);
+  EXPECT(done.size() == 1 && done[0]->status.IsOk());
+  EXPECT(!f.batcher->Cancel(1));   // completed
+  f.batcher->Stop();
+  std::vector<std::unique_ptr<InferRequest>> extra;
+  EXPECT(f.queue->Drain(&extra) == 0);
+  EXPECT(f.stats.Snapshot().cancelled_count == 0);
+}
+
+TEST(BatcherCancelTakesARequestOutOfThePendingBatch) {
+  BatcherFixture f(Batching(4, {3}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  for (uint64_t i = 2; i <= 5; ++i) EXPECT(f.Enqueue(i).IsOk());
+  EXPECT(f.batcher->Cancel(3));
+  f.OpenAll();
+  EXPECT(Collect(f.queue.get(), 5).size() == 5);
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1}, {2, 4, 5}}));
+}
+
+TEST(BatcherCancelledRequestWithAQueueTimeoutCompletesOnce) {
+  DynamicBatcherConfig config = Batching(1, {}, 0);
+  config.default_queue_policy.default_timeout_us = 20'000;
+  BatcherFixture f(config, 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  EXPECT(f.Enqueue(2).IsOk());
+  EXPECT(f.batcher->Cancel(2));
+  SleepMs(60);  // past its deadline: it must not be rejected as well
+  f.OpenAll();
+  auto done = Collect(f.queue.get(), 3);
+  EXPECT(done.size() == 2);
+  for (auto& request : done) {
+    if (request->ticket == 2) EXPECT(request->status.Code() == StatusCode::kCancelled);
+  }
+}
+
+TEST(BatcherStopsWithCancelledRequestsInItsQueue) {
+  BatcherFixture f(Batching(2, {}, 0), 1, /*gate=*/1);
+  EXPECT(f.Enqueue(1).IsOk());
+  f.runtimes[0]->WaitEntered();
+  for (uint64_t i = 2; i <= 6; ++i) EXPECT(f.Enqueue(i).IsOk());
+  std::thread stopper([&f] { f.batcher->Stop(); });
+  SleepMs(20);  // Stop waits for the queue to drain
+  for (uint64_t i = 2; i <= 6; ++i) EXPECT(f.batcher->Cancel(i));
+  f.OpenAll();
+  stopper.join();
+  std::vector<std::unique_ptr<InferRequest>> out;
+  f.queue->Drain(&out);
+  EXPECT(out.size() == 6);
+  EXPECT(f.runtimes[0]->Batches() == (std::vector<std::vector<uint64_t>>{{1}}));
+  EXPECT(f.batcher->InflightCount() == 0);
+}
+
+TEST(BatcherCompletesEachRequestOnceUnderConcurrentCancels) {
+  BatcherFixture f(Batching(4, {}, 100), 2);
+  constexpr uint64_t kRequests = 4000;
+  std::mutex enqueue_mu;  // the fixture's input storage is not thread safe
+  std::atomic<uint64_t> cancelled{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t i = t + 1; i <= kRequests; i += 4) {
+        {
+          std::lock_guard<std::mutex> lock(enqueue_mu);
+          f.Enqueue(i);
+        }
+        if (i > 8 && i % 3 == 0 && f.batcher->Cancel(i - 8)) cancelled.fetch_add(1);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  auto done = Collect(f.queue.get(), kRequests);
+  EXPECT(done.size() == kRequests);
+  std::vector<int> seen(kRequests + 1, 0);
+  uint64_t cancelled_done = 0;
+  for (auto& request : done) {
+    seen[request->ticket] += 1;
+    if (request->status.Code() == StatusCode::kCancelled) ++cancelled_done;
+  }
+  for (uint64_t i = 1; i <= kRequests; ++i) EXPECT(seen[i] == 1);
+  EXPECT(cancelled_done == cancelled.load());
+  EXPECT(f.stats.Snapshot().cancelled_count == cancelled.load());
+  uint64_t executed = 0;
+  for (GatedRuntime* runtime : f.runtimes) {
+    for (auto& batch : runtime->Batches()) executed += batch.size();
+  }
+  EXPECT(executed + cancelled.load() == kRequests);
   EXPECT(f.batcher->InflightCount() == 0);
 }
 

@@ -20,6 +20,7 @@ void ModelStats::RecordCompleted(const InferRequest& request) {
   if (!request.status.IsOk()) {
     s.failed_count += 1;
     s.failed_ns += total;
+    if (request.status.Code() == StatusCode::kCancelled) stats_.cancelled_count += 1;
     return;
   }
   const uint64_t queue = request.compute_start_ns - request.enqueued_ns;

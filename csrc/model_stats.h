@@ -42,6 +42,8 @@ struct ModelStatsSnapshot {
   LatencyHistogram compute_latency;
   uint64_t inference_count = 0;  // sum of batch sizes of successful requests
   uint64_t execution_count = 0;  // batches executed
+  // Requests cancelled while queued (also counted as failed).
+  uint64_t cancelled_count = 0;
   uint64_t last_inference_ns = 0;
   // Response cache (Triton's cache_hit / cache_miss statistics).
   uint64_t cache_hit_count = 0;
@@ -54,7 +56,8 @@ struct ModelStatsSnapshot {
 // global lock is shared between models.
 class ModelStats {
  public:
-  // Records a request that finished in an instance (success or failure).
+  // Records a request that finished in an instance (success or failure), or
+  // left the queue cancelled (status kCancelled).
   void RecordCompleted(const InferRequest& request);
 
   // Records a request rejected before it reached the scheduler.

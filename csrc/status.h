@@ -7,7 +7,7 @@
 namespace pyserver {
 
 // Codes are the v1 RequestStatusCode values, so a status travels to the wire
-// unchanged (protos/request_status.proto).
+// unchanged (protos/request_status.proto), plus kCancelled.
 enum class StatusCode : int {
   kSuccess = 1,
   kUnknown = 2,
@@ -17,6 +17,8 @@ enum class StatusCode : int {
   kUnavailable = 6,
   kUnsupported = 7,
   kAlreadyExists = 8,
+  // Not a v1 code: the caller gave the request up before it ran.
+  kCancelled = 9,
 };
 
 // A code and a message. Cheap to copy when successful (empty message).

@@ -161,6 +161,7 @@ cdef extern from "model_stats.h" namespace "pyserver" nogil:
         CLatencyHistogram compute_latency
         uint64_t inference_count
         uint64_t execution_count
+        uint64_t cancelled_count
         uint64_t last_inference_ns
         uint64_t cache_hit_count
         uint64_t cache_hit_ns
@@ -179,6 +180,7 @@ cdef extern from "model_stats.h" namespace "pyserver" nogil:
 cdef extern from "scheduler.h" namespace "pyserver" nogil:
     cdef cppclass CScheduler "pyserver::Scheduler":
         CStatus Enqueue(unique_ptr[CInferRequest]* request)
+        bool Cancel(uint64_t ticket)
         size_t InflightCount()
         void Stop()
 

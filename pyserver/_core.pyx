@@ -286,7 +286,8 @@ cdef class ModelStats:
 
     def snapshot(self):
         """Returns a dict: inference_count, execution_count,
-        last_inference_ns, cache_hit_count/_ns, cache_miss_count/_ns,
+        cancelled_count (requests cancelled while queued, also counted as
+        failed), last_inference_ns, cache_hit_count/_ns, cache_miss_count/_ns,
         by_batch_size {size: {field: value}} and the request/queue/compute
         latency histograms {counts, sum_ns}."""
         cdef CModelStatsSnapshot snap = self.stats.Snapshot()
@@ -302,6 +303,7 @@ cdef class ModelStats:
         return {
             "inference_count": snap.inference_count,
             "execution_count": snap.execution_count,
+            "cancelled_count": snap.cancelled_count,
             "last_inference_ns": snap.last_inference_ns,
             "cache_hit_count": snap.cache_hit_count, "cache_hit_ns": snap.cache_hit_ns,
             "cache_miss_count": snap.cache_miss_count, "cache_miss_ns": snap.cache_miss_ns,
@@ -620,6 +622,13 @@ cdef class ModelScheduler:
         for index in wanted:
             r.requested_outputs.push_back(index)
         return context
+
+    def cancel(self, uint64_t ticket):
+        """Takes the request with ``ticket`` out of the queue if it is still
+        waiting there: it then completes (once) with code CANCELLED and is
+        never executed. Returns False when it is not waiting (running,
+        completed, unknown); it is left alone."""
+        return self.scheduler.get().Cancel(ticket)
 
     @property
     def inflight(self):

@@ -11,9 +11,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
+# grpc core logs every failed TLS handshake at INFO, so any plain-text client
+# or port scanner would write a line; its level is read when grpc is first
+# imported. GRPC_VERBOSITY=INFO in the environment shows them again.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from pyserver import __version__, metrics, process_limits
+import grpc  # noqa: E402 - after its log level
+
+from pyserver import __version__, metrics, process_limits  # noqa: E402
+from pyserver.tls import TlsConfigError, TlsFiles, TlsMaterial, load_tls
 from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
 from pyserver.grpc.v2_service import V2GrpcService
@@ -172,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(uvloop when installed)")
     p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, metavar="LEVEL",
                    help="log debug messages when > 0 (--log-verbose alone: 1)")
+    _add_tls_flags(p)
     _add_limit_flags(p)
     return p
 
@@ -202,6 +209,17 @@ def _cache_config(text: str) -> int:
     return _byte_count(value)
 
 
+def _milliseconds(text: str) -> float:
+    """A Triton duration flag (integer milliseconds) as seconds."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got '{text}'")
+    return value / 1000.0
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -210,6 +228,85 @@ def _non_negative(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got '{text}'")
     return value
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+def _add_tls_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "TLS", "HTTPS and gRPC over TLS. --tls-* apply to the HTTP and gRPC ports alike; "
+               "Triton's --grpc-* names configure the gRPC port alone (and win there). The "
+               "metrics port stays plain HTTP, as Triton's does: bind it with "
+               "--metrics-address to a private address")
+    g.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="PEM certificate (chain) of the server: HTTP and gRPC speak TLS only")
+    g.add_argument("--tls-key", type=Path, metavar="FILE",
+                   help="PEM private key (unencrypted) of --tls-cert")
+    g.add_argument("--tls-client-ca", type=Path, metavar="FILE",
+                   help="PEM CA certificate(s): clients must present a certificate it signed "
+                        "(mutual TLS), on HTTP and gRPC")
+    _add_bool(g, "--grpc-use-ssl", default=False,
+              help="Triton's name: TLS on the gRPC port, with --grpc-server-cert and "
+                   "--grpc-server-key (else --tls-cert and --tls-key)")
+    _add_bool(g, "--grpc-use-ssl-mutual", default=False,
+              help="Triton's name: as --grpc-use-ssl, and clients must present a certificate "
+                   "signed by --grpc-root-cert (else --tls-client-ca)")
+    g.add_argument("--grpc-server-cert", type=Path, metavar="FILE",
+                   help="Triton's name: PEM certificate of the gRPC port (used with "
+                        "--grpc-use-ssl)")
+    g.add_argument("--grpc-server-key", type=Path, metavar="FILE",
+                   help="Triton's name: PEM private key of --grpc-server-cert")
+    g.add_argument("--grpc-root-cert", type=Path, metavar="FILE",
+                   help="Triton's name: PEM CA that client certificates on the gRPC port must "
+                        "chain to (used with --grpc-use-ssl-mutual)")
+
+
+def tls_settings(args: argparse.Namespace) -> tuple[TlsMaterial | None, TlsMaterial | None]:
+    """The checked TLS material of the HTTP and the gRPC port (None: plain).
+    Raises TlsConfigError (one line naming the flag and file) for flags that
+    do not fit together or files that cannot be used."""
+    http = None
+    if args.tls_key is not None and args.tls_cert is None:
+        raise TlsConfigError("--tls-key needs --tls-cert")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise TlsConfigError("--tls-client-ca needs --tls-cert (mutual TLS is TLS first)")
+    if args.tls_cert is not None:
+        if args.tls_key is None:
+            raise TlsConfigError("--tls-cert needs --tls-key (the certificate's private key)")
+        http = load_tls(TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca))
+    triton = args.grpc_use_ssl or args.grpc_use_ssl_mutual
+    if not triton:
+        for flag in ("grpc_server_cert", "grpc_server_key", "grpc_root_cert"):
+            if getattr(args, flag) is not None:
+                log.warning("--%s is ignored without --grpc-use-ssl or --grpc-use-ssl-mutual "
+                            "(as in Triton)", flag.replace("_", "-"))
+        return http, http
+    if args.grpc_use_ssl_mutual:
+        if args.grpc_root_cert is None and args.tls_client_ca is None:
+            raise TlsConfigError("--grpc-use-ssl-mutual needs --grpc-root-cert (the CA that "
+                                 "signs client certificates)")
+    elif args.grpc_root_cert is not None:
+        log.warning("--grpc-root-cert is used only with --grpc-use-ssl-mutual (as in Triton)")
+    cert, cert_flag = _either(args.grpc_server_cert, "--grpc-server-cert",
+                              args.tls_cert, "--tls-cert")
+    key, key_flag = _either(args.grpc_server_key, "--grpc-server-key", args.tls_key, "--tls-key")
+    if cert is None or key is None:
+        raise TlsConfigError("--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key "
+                             "(or --tls-cert and --tls-key)")
+    ca, ca_flag = None, "--grpc-root-cert"
+    if args.grpc_use_ssl_mutual:
+        ca, ca_flag = _either(args.grpc_root_cert, "--grpc-root-cert",
+                              args.tls_client_ca, "--tls-client-ca")
+    elif args.grpc_server_cert is None:
+        ca, ca_flag = args.tls_client_ca, "--tls-client-ca"  # the --tls-* set, as for HTTP
+    grpc_tls = load_tls(TlsFiles(cert, key, ca, cert_flag=cert_flag, key_flag=key_flag,
+                                 client_ca_flag=ca_flag))
+    return http, grpc_tls
+
+
+def _either(first: Path | None, first_flag: str, second: Path | None,
+            second_flag: str) -> tuple[Path | None, str]:
+    return (first, first_flag) if first is not None else (second, second_flag)
 
 
 # -- transport limits (issue 15): one block --------------------------------------------------
@@ -252,6 +349,29 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
                    help="pings too early tolerated before the connection goes")
     g.add_argument("--grpc-max-connection-idle-secs", type=float, default=0.0,
                    help="close a gRPC connection with no call for this long")
+    g.add_argument("--grpc-max-connection-age-secs", type=float, default=0.0,
+                   help="send GOAWAY to a gRPC connection this old (clients reconnect; "
+                        "spreads them over replicas)")
+    g.add_argument("--grpc-max-connection-age-grace-secs", type=float, default=0.0,
+                   help="after that GOAWAY, how long open calls may still run (0: as long as "
+                        "they need)")
+    g.add_argument("--grpc-handshake-timeout-secs", type=float, default=30.0,
+                   help="a gRPC connection must finish its TLS handshake and HTTP/2 set-up "
+                        "within this, else it is closed")
+    # Triton's names for the same bounds, in milliseconds. The flags above come
+    # first, so their defaults are the ones in force; these show theirs in ms.
+    for triton, ours, default_secs in (
+            ("--grpc-keepalive-time", "--grpc-keepalive-time-secs", 60.0),
+            ("--grpc-keepalive-timeout", "--grpc-keepalive-timeout-secs", 20.0),
+            ("--grpc-http2-min-recv-ping-interval-without-data",
+             "--grpc-min-ping-interval-secs", 10.0),
+            ("--grpc-max-connection-age", "--grpc-max-connection-age-secs", 0.0),
+            ("--grpc-max-connection-age-grace", "--grpc-max-connection-age-grace-secs", 0.0)):
+        g.add_argument(triton, dest=ours[2:].replace("-", "_"), type=_milliseconds,
+                       default=int(default_secs * 1000), metavar="MS",
+                       help=f"Triton's name for {ours}, in milliseconds")
+    g.add_argument("--grpc-http2-max-ping-strikes", dest="grpc_max_ping_strikes", type=int,
+                   default=2, help="Triton's name for --grpc-max-ping-strikes")
 
 
 def _http_limits(args: argparse.Namespace, open_files: int) -> HttpLimits:
@@ -281,7 +401,10 @@ def _grpc_limits(args: argparse.Namespace, open_files: int) -> GrpcLimits:
                       keepalive_timeout_secs=args.grpc_keepalive_timeout_secs,
                       min_client_ping_interval_secs=args.grpc_min_ping_interval_secs,
                       max_ping_strikes=args.grpc_max_ping_strikes,
-                      max_connection_idle_secs=args.grpc_max_connection_idle_secs)
+                      max_connection_idle_secs=args.grpc_max_connection_idle_secs,
+                      max_connection_age_secs=args.grpc_max_connection_age_secs,
+                      max_connection_age_grace_secs=args.grpc_max_connection_age_grace_secs,
+                      handshake_timeout_secs=args.grpc_handshake_timeout_secs)
 
 # -- end of the transport limits block ------------------------------------------------------
 
@@ -304,6 +427,11 @@ async def run(args: argparse.Namespace) -> int:
     if port_error:
         log.error("%s", port_error)
         return 1
+    try:
+        http_tls, grpc_tls = tls_settings(args)
+    except TlsConfigError as exc:
+        log.error("exiting: %s", exc)
+        return 1
     server = InferenceServer(options)
     loop = asyncio.get_running_loop()
     server.attach(loop)
@@ -316,7 +444,7 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     endpoints = Endpoints()
     try:
-        await endpoints.start(server, args)
+        await endpoints.start(server, args, http_tls, grpc_tls)
     except OSError as exc:
         log.error("exiting: %s", exc)
         await endpoints.stop(server)
@@ -401,23 +529,30 @@ class Endpoints:
     metrics_server: asyncio.AbstractServer | None = None
     metrics_connections: set = field(default_factory=set)
 
-    async def start(self, server: InferenceServer, args: argparse.Namespace) -> None:
-        """Binds every listener. Raises OSError when a port cannot be bound
-        (``stop`` closes what was started)."""
+    async def start(self, server: InferenceServer, args: argparse.Namespace,
+                    http_tls: TlsMaterial | None = None,
+                    grpc_tls: TlsMaterial | None = None) -> None:
+        """Binds every listener (HTTP and gRPC over TLS where given the
+        material). Raises OSError when a port cannot be bound (``stop``
+        closes what was started)."""
         open_files = process_limits.raise_open_file_limit()
         limits = _http_limits(args, open_files)
         app = HttpRouter(V1HttpApi(server), V2HttpApi(server))
-        self.http_server = await serve_http(app, args.http_address, args.http_port,
-                                            limits, self.http_connections, args.http_parser)
+        self.http_server = await serve_http(
+            app, args.http_address, args.http_port, limits, self.http_connections,
+            args.http_parser, tls=http_tls.server_context() if http_tls else None)
         log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,
                  server.version, server.options.model_store)
-        log.info("Started HTTPService at %s:%d", args.http_address, args.http_port)
+        log.info("Started HTTPService at %s:%d%s", args.http_address, args.http_port,
+                 _tls_note(http_tls))
         if args.allow_grpc:
             handlers = (V1GrpcService(server).rpc_handler(), V2GrpcService(server).rpc_handler())
             self.grpc_server = await serve_grpc(handlers,
                                                 args.grpc_address, args.grpc_port,
-                                                limits=_grpc_limits(args, open_files))
-            log.info("Started GRPCService at %s:%d", args.grpc_address, args.grpc_port)
+                                                limits=_grpc_limits(args, open_files),
+                                                tls=grpc_tls)
+            log.info("Started GRPCService at %s:%d%s", args.grpc_address, args.grpc_port,
+                     _tls_note(grpc_tls))
         if args.allow_metrics:
             registry = metrics.build_registry(server, gpu_metrics=args.allow_gpu_metrics)
             self.metrics_server = await serve_http(
@@ -457,6 +592,12 @@ class Endpoints:
             # that may not wait for them.
             await asyncio.sleep(GRPC_FLUSH_SECS / 4)
         return report
+
+
+def _tls_note(tls: TlsMaterial | None) -> str:
+    if tls is None:
+        return ""
+    return " (TLS, client certificates required)" if tls.mutual else " (TLS)"
 
 
 async def _poll(server: InferenceServer, interval: float) -> None:

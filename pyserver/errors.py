@@ -10,7 +10,8 @@ import enum
 
 
 class Code(enum.IntEnum):
-    """v1 RequestStatusCode, and FORBIDDEN (not on the v1 wire: v1_code)."""
+    """v1 RequestStatusCode, and FORBIDDEN and CANCELLED (not on the v1
+    wire: v1_code)."""
 
     SUCCESS = 1
     UNKNOWN = 2
@@ -20,6 +21,9 @@ class Code(enum.IntEnum):
     UNAVAILABLE = 6
     UNSUPPORTED = 7
     ALREADY_EXISTS = 8
+    # The client gave the request up (connection lost, call cancelled) while
+    # it was queued; it never ran. The core's StatusCode::kCancelled.
+    CANCELLED = 9
     # A feature the server's operator has not allowed (shared memory without
     # --allow-shared-memory): HTTP 403, and UNAVAILABLE on gRPC and v1, as
     # Triton answers its restricted APIs.
@@ -58,7 +62,7 @@ def internal(message: str) -> ServerError:
 
 def v1_code(code: Code) -> Code:
     """The v1 RequestStatusCode that carries ``code``."""
-    return Code.UNAVAILABLE if code == Code.FORBIDDEN else code
+    return Code.UNAVAILABLE if code in (Code.FORBIDDEN, Code.CANCELLED) else code
 
 
 # v1 HTTP answers 200 only on SUCCESS and 400 for every other code
@@ -82,7 +86,8 @@ def v2_http_status(code: Code) -> int:
 _V2_GRPC = {Code.SUCCESS: "OK", Code.UNKNOWN: "UNKNOWN", Code.INTERNAL: "INTERNAL",
             Code.NOT_FOUND: "NOT_FOUND", Code.INVALID_ARG: "INVALID_ARGUMENT",
             Code.UNAVAILABLE: "UNAVAILABLE", Code.UNSUPPORTED: "UNIMPLEMENTED",
-            Code.ALREADY_EXISTS: "ALREADY_EXISTS", Code.FORBIDDEN: "UNAVAILABLE"}
+            Code.ALREADY_EXISTS: "ALREADY_EXISTS", Code.FORBIDDEN: "UNAVAILABLE",
+            Code.CANCELLED: "CANCELLED"}
 
 
 def grpc_status(code: Code):

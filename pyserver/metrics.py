@@ -13,7 +13,9 @@ Exposed families:
   ``nv_inference_queue_duration_us``, ``nv_inference_compute_duration_us``
   (counters; labels ``model``, ``version``, ``gpu_uuid`` for a version whose
   instances are all on one GPU, and ``_<key>`` for each ``metric_tags``
-  entry), and where NVML finds a device ``nv_gpu_utilization``,
+  entry; ``nv_inference_request_failure`` also has Triton's
+  ``reason="CANCELED"`` sample: requests cancelled while queued, a part of
+  the total), and where NVML finds a device ``nv_gpu_utilization``,
   ``nv_gpu_memory_total_bytes``, ``nv_gpu_memory_used_bytes``,
   ``nv_gpu_power_usage``, ``nv_gpu_power_limit`` (gauges) and
   ``nv_energy_consumption`` (counter), labelled ``gpu_uuid``.
@@ -91,6 +93,12 @@ _CACHE_COUNTERS = (
      lambda s: s["cache_miss_ns"] // 1000),
 )
 
+# Triton (2.4x) labels nv_inference_request_failure with a ``reason``; the
+# sample without one is v1's total of every failure, cancelled ones included.
+_FAILURE_REASONS = (
+    ("CANCELED", lambda s: s.get("cancelled_count", 0)),
+)
+
 _MODEL_HISTOGRAMS = (
     ("pyserver_request_duration_us", "request_latency",
      "Duration of successful inference requests in microseconds, from receipt to computed"),
@@ -134,6 +142,9 @@ class ModelMetrics(Collector):
             snapshot = version.stats.snapshot()
             for family, (name, _, value) in zip(counters, _MODEL_COUNTERS):
                 family.add_sample(name, labels, value(snapshot))
+                if name == "nv_inference_request_failure":
+                    for reason, count in _FAILURE_REASONS:
+                        family.add_sample(name, {**labels, "reason": reason}, count(snapshot))
             for family, (name, key, _) in zip(histograms, _MODEL_HISTOGRAMS):
                 self._add_histogram(family, name, labels, snapshot[key])
             if caching and version.cache_responses:

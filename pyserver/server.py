@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from pyserver import _core, __version__
 from pyserver.api import datatypes
@@ -41,6 +41,17 @@ log = logging.getLogger("pyserver")
 
 # on_done(response): runs on the event loop once the request is answered.
 DoneCallback = Callable[[InferenceResponse], None]
+
+
+class InferHandle(Protocol):
+    """What ``InferenceServer.infer`` returns: the means to give the
+    request up."""
+
+    def cancel(self) -> bool:
+        """If the request still waits in its model's queue, takes it out:
+        it never runs, and its answer (code CANCELLED) goes to ``on_done``
+        as for any request, once. Returns False, changing nothing, when it
+        is already running or answered. Event-loop thread only."""
 
 
 class ServerState(enum.IntEnum):
@@ -241,12 +252,13 @@ class InferenceServer:
                               else "Server exiting")
         return self.repository.resolve(model, version)
 
-    def infer(self, request: InferenceRequest, on_done: DoneCallback) -> None:
+    def infer(self, request: InferenceRequest, on_done: DoneCallback) -> InferHandle:
         """Runs ``request``; ``on_done(response)`` runs on the event loop
         with the InferenceResponse: later for an accepted request, before
         ``infer`` returns for a refused one or one answered from the
         response cache. Never raises for a bad request: every failure is
-        the response's error."""
+        the response's error. The handle returned cancels the request while
+        it is queued (a front end calls it when its client goes away)."""
         received = _core.monotonic_ns()
         version = None
         try:
@@ -275,14 +287,14 @@ class InferenceServer:
                                                    _core.monotonic_ns(), lookup_ns)
             if hit is None:
                 ticket = next(self._tickets)
-                self._pending[ticket] = _Call(plan, request, on_done, destinations, key,
-                                              lookup_ns)
+                call = self._pending[ticket] = _Call(plan, request, on_done, ticket,
+                                                     destinations, key, lookup_ns)
                 try:
                     version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
                 except BaseException:
                     del self._pending[ticket]
                     raise
-                return
+                return call
         except ServerError as exc:
             error = exc
         except Exception:  # a fault of ours: the client learns only that
@@ -290,12 +302,13 @@ class InferenceServer:
             error = internal("internal error")
         else:
             on_done(hit)  # a cache hit: answered without queueing
-            return
+            return ANSWERED
         if version is not None:
             version.stats.record_rejected(rejected_batch_size(version, request),
                                           _core.monotonic_ns() - received)
         on_done(InferenceResponse.failure(request.model, version.version if version else 0,
                                           request.id, error))
+        return ANSWERED
 
     def _cache_lookup(self, plan: InferPlan, payload
                       ) -> tuple[_core.CacheKey | None, int, list | None]:
@@ -330,10 +343,15 @@ class InferenceServer:
                      version.name, version.version)
 
     async def infer_async(self, request: InferenceRequest) -> InferenceResponse:
-        """``infer`` for coroutines on the server's event loop."""
+        """``infer`` for coroutines on the server's event loop. Cancelling
+        the awaiting task cancels the request if it is still queued."""
         future = asyncio.get_running_loop().create_future()
-        self.infer(request, _FutureCallback(future).done)
-        return await future
+        call = self.infer(request, _FutureCallback(future).done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
 
     def _drain(self) -> None:
         pending = self._pending
@@ -468,21 +486,41 @@ class InferenceServer:
 
 
 class _Call:
-    """An accepted request waiting for its completion. ``lookup_ns`` >= 0:
-    it missed the response cache after a lookup that long, and its response
-    is stored under ``cache_key`` (None: too large to be cached)."""
+    """An accepted request waiting for its completion; its InferHandle.
+    ``lookup_ns`` >= 0: it missed the response cache after a lookup that
+    long, and its response is stored under ``cache_key`` (None: too large
+    to be cached)."""
 
-    __slots__ = ("plan", "request", "on_done", "destinations", "cache_key", "lookup_ns")
+    __slots__ = ("plan", "request", "on_done", "ticket", "destinations", "cache_key",
+                 "lookup_ns")
 
     def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
-                 destinations: list[OutputDestination] | None = None,
+                 ticket: int, destinations: list[OutputDestination] | None = None,
                  cache_key: _core.CacheKey | None = None, lookup_ns: int = -1) -> None:
         self.plan = plan
         self.request = request
         self.on_done = on_done
+        self.ticket = ticket
         self.destinations = destinations  # shared-memory outputs
         self.cache_key = cache_key
         self.lookup_ns = lookup_ns
+
+    def cancel(self) -> bool:
+        # Tickets are never reused: one already answered is simply not found.
+        scheduler = self.plan.version.scheduler
+        return scheduler is not None and scheduler.cancel(self.ticket)
+
+
+class _Answered:
+    """The handle of a request answered before ``infer`` returned."""
+
+    __slots__ = ()
+
+    def cancel(self) -> bool:
+        return False
+
+
+ANSWERED = _Answered()
 
 
 class _FutureCallback:

@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -70,9 +71,11 @@ class ServerProcess:
 
     def __init__(self, store: Path | str, *args: str, poll_secs: float = 0,
                  workdir: Path | str | None = None, wait: bool = True,
-                 python_flags: Sequence[str] = ()) -> None:
+                 python_flags: Sequence[str] = (),
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.port, self.grpc_port, self.metrics_port = free_ports(3)
-        self.url = f"http://{HOST}:{self.port}"
+        self.ssl_context = ssl_context  # for an HTTPS server: how wait_live connects
+        self.url = f"{'https' if ssl_context else 'http'}://{HOST}:{self.port}"
         self.grpc_target = f"{HOST}:{self.grpc_port}"
         self.metrics_url = f"http://{HOST}:{self.metrics_port}/metrics"
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pyserver-test-"))
@@ -103,7 +106,8 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode} before it was "
                                    f"ready:\n{self.log_text()}")
             try:
-                status, _, _ = http_request(self.port, "GET", "/api/health/ready", timeout=1.0)
+                status, _, _ = http_request(self.port, "GET", "/api/health/ready", timeout=1.0,
+                                            ssl_context=self.ssl_context)
                 if status == 200:
                     return
             except OSError:
@@ -172,9 +176,16 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0,
 
 def http_request(port: int, method: str, path: str, headers: dict | None = None,
                  body: bytes = b"", timeout: float = REQUEST_TIMEOUT_S,
-                 connection: http.client.HTTPConnection | None = None):
-    """(status, headers with lower-case names, body)."""
-    conn = connection or http.client.HTTPConnection(HOST, port, timeout=timeout)
+                 connection: http.client.HTTPConnection | None = None,
+                 ssl_context: ssl.SSLContext | None = None):
+    """(status, headers with lower-case names, body); over HTTPS with
+    ``ssl_context``."""
+    if connection is not None:
+        conn = connection
+    elif ssl_context is not None:
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -1,10 +1,13 @@
-"""The gRPC listener: a grpc.aio server on the running event loop."""
+"""The gRPC listener: a grpc.aio server on the running event loop, plain or
+TLS (grpc's own TLS: ``grpc.ssl_server_credentials``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import grpc
+
+from pyserver.tls import TlsMaterial
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -29,6 +32,9 @@ class GrpcLimits:
     min_client_ping_interval_secs: float = 10.0  # client pings more often are strikes
     max_ping_strikes: int = 2              # then the connection goes (GOAWAY)
     max_connection_idle_secs: float = 0.0
+    max_connection_age_secs: float = 0.0   # GOAWAY after this; open calls get the grace
+    max_connection_age_grace_secs: float = 0.0  # 0: open calls may take as long as they need
+    handshake_timeout_secs: float = 30.0   # TCP accepted to HTTP/2 SETTINGS (TLS included)
 
 
 def grpc_options(limits: GrpcLimits) -> list[tuple[str, int]]:
@@ -40,6 +46,10 @@ def grpc_options(limits: GrpcLimits) -> list[tuple[str, int]]:
         ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
         ("grpc.keepalive_time_ms", int(limits.keepalive_time_secs * 1000)),
         ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_secs * 1000)),
+        # grpc (1.85, measured) ends a connection whose keep-alive ping goes
+        # unanswered only after ping_timeout_ms (default 1 min), whatever
+        # keepalive_timeout_ms says.
+        ("grpc.http2.ping_timeout_ms", int(limits.keepalive_timeout_secs * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms",
          int(limits.min_client_ping_interval_secs * 1000)),
@@ -50,7 +60,23 @@ def grpc_options(limits: GrpcLimits) -> list[tuple[str, int]]:
     if limits.max_connection_idle_secs:
         options.append(("grpc.max_connection_idle_ms",
                         int(limits.max_connection_idle_secs * 1000)))
+    if limits.max_connection_age_secs:
+        options.append(("grpc.max_connection_age_ms", int(limits.max_connection_age_secs * 1000)))
+        if limits.max_connection_age_grace_secs:  # else calls open at the GOAWAY may finish
+            options.append(("grpc.max_connection_age_grace_ms",
+                            int(limits.max_connection_age_grace_secs * 1000)))
+    if limits.handshake_timeout_secs:
+        options.append(("grpc.server_handshake_timeout_ms",
+                        int(limits.handshake_timeout_secs * 1000)))
     return options
+
+
+def server_credentials(tls: TlsMaterial) -> grpc.ServerCredentials:
+    """grpc's TLS credentials for ``tls``: a client certificate signed by
+    its client CA is required when it has one."""
+    return grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)],
+                                       root_certificates=tls.client_ca_pem,
+                                       require_client_auth=tls.mutual)
 
 
 class GrpcBindError(OSError):
@@ -59,10 +85,12 @@ class GrpcBindError(OSError):
 
 async def serve_grpc(handler: grpc.GenericRpcHandler | tuple, address: str, port: int,
                      max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                     limits: GrpcLimits | None = None) -> grpc.aio.Server:
+                     limits: GrpcLimits | None = None,
+                     tls: TlsMaterial | None = None) -> grpc.aio.Server:
     """Starts serving ``handler`` (one, or a tuple of them) on ``address:port``; returns the started
     server. ``limits`` (default: GrpcLimits with ``max_message_bytes``)
-    bound messages, calls, streams and connections. Raises GrpcBindError when
+    bound messages, calls, streams and connections; with ``tls`` the port
+    speaks TLS only (checked material: see pyserver.tls). Raises GrpcBindError when
     the port is taken: SO_REUSEPORT is off, so two servers never share one
     port silently."""
     if limits is None:
@@ -72,7 +100,10 @@ async def serve_grpc(handler: grpc.GenericRpcHandler | tuple, address: str, port
     server.add_generic_rpc_handlers(handler if isinstance(handler, tuple) else (handler,))
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     try:
-        bound = server.add_insecure_port(target)
+        if tls is None:
+            bound = server.add_insecure_port(target)
+        else:
+            bound = server.add_secure_port(target, server_credentials(tls))
     except RuntimeError as exc:
         raise GrpcBindError(f"cannot listen on {target}: {exc}") from None
     if bound == 0:

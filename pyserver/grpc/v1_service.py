@@ -18,7 +18,6 @@ from typing import AsyncIterator
 
 import grpc
 
-from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, internal, invalid_arg
 from pyserver.protocol import v1_grpc, v1_infer, v1_shared_memory, v1_status
 from pyserver.protos import grpc_service_pb2 as gs
@@ -136,12 +135,12 @@ class V1GrpcService:
     # -- inference ---------------------------------------------------------------
 
     async def infer(self, data: bytes, context) -> bytes:
-        return await self.start_infer(data)
+        return await self.answer(data)
 
     async def stream_infer(self, requests: AsyncIterator[bytes], context) -> AsyncIterator[bytes]:
         """One response per request, in the order the requests were read.
         Requests run concurrently (up to STREAM_WINDOW); a cancelled stream
-        drops its pending answers and leaves other streams alone."""
+        cancels its requests still queued and leaves other streams alone."""
         pending: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
 
@@ -172,9 +171,15 @@ class V1GrpcService:
 
     def start_infer(self, data: bytes) -> asyncio.Future:
         """Starts one InferRequest; the future's result is the serialized
-        InferResponse (failures included). Cancelling the future drops the
-        answer, never the request already accepted by the core."""
-        future = asyncio.get_running_loop().create_future()
+        InferResponse (failures included). Cancelling the future cancels the
+        request if it is still queued."""
+        return asyncio.ensure_future(self.answer(data))
+
+    async def answer(self, data: bytes) -> bytes:
+        """The serialized InferResponse of one InferRequest (failures
+        included). Cancelling the awaiting task (the call cancelled, its
+        deadline passed, its stream gone) cancels the request if it is still
+        queued."""
         request_id = 0
         try:
             request = v1_grpc.parse(gs.InferRequest, data)
@@ -184,14 +189,16 @@ class V1GrpcService:
             inference = template.request(request.model_name, request.model_version, request_id,
                                          request.raw_input)
         except ServerError as exc:
-            future.set_result(self._infer_error(exc, request_id))
-            return future
+            return self._infer_error(exc, request_id)
         except Exception:  # a bug of ours: answer INTERNAL, keep serving
             log.exception("gRPC infer failed")
-            future.set_result(self._infer_error(internal("internal error"), request_id))
-            return future
-        self.server.infer(inference, _InferAnswer(self, future, request_id).done)
-        return future
+            return self._infer_error(internal("internal error"), request_id)
+        response = await self.server.infer_async(inference)
+        if response.error is not None:
+            return self._infer_error(response.error, request_id)
+        result = v1_infer.encode_response(response, request_id)
+        status = self.status.success(self.server.next_request_id())
+        return v1_grpc.infer_response(status, result.binary, result.raw)
 
     def _infer_error(self, exc: ServerError, request_id: int) -> bytes:
         status = self.status.error(exc, self.server.next_request_id())
@@ -202,25 +209,3 @@ class V1GrpcService:
         if exc is None:
             return self.status.message(Code.SUCCESS, "", number)
         return self.status.message(exc.code, exc.message, number)
-
-
-class _InferAnswer:
-    """Resolves the future of one InferRequest with its serialized answer."""
-
-    __slots__ = ("service", "future", "request_id")
-
-    def __init__(self, service: V1GrpcService, future: asyncio.Future, request_id: int) -> None:
-        self.service = service
-        self.future = future
-        self.request_id = request_id
-
-    def done(self, response: InferenceResponse) -> None:
-        future = self.future
-        if future.done():
-            return
-        service = self.service
-        if response.error is not None:
-            return future.set_result(service._infer_error(response.error, self.request_id))
-        result = v1_infer.encode_response(response, self.request_id)
-        status = service.status.success(service.server.next_request_id())
-        future.set_result(v1_grpc.infer_response(status, result.binary, result.raw))

@@ -187,17 +187,16 @@ class V2GrpcService:
             raise response.error
         return _infer_response(response, message.id)
 
-    def _infer(self, message) -> asyncio.Future:
-        """Starts one ModelInferRequest; the future's result is its
-        InferenceResponse (failures included)."""
-        future = asyncio.get_running_loop().create_future()
+    async def _infer(self, message) -> InferenceResponse:
+        """Runs one ModelInferRequest to its InferenceResponse (failures
+        included). Cancelling the awaiting task (the call cancelled, its
+        deadline passed, its stream gone) cancels the request if it is still
+        queued."""
         try:
             request = v2.request_from_grpc(message).request
         except ServerError as exc:
-            future.set_result(InferenceResponse.failure(message.model_name, 0, message.id, exc))
-            return future
-        self.server.infer(request, _FutureAnswer(future).done)
-        return future
+            return InferenceResponse.failure(message.model_name, 0, message.id, exc)
+        return await self.server.infer_async(request)
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes], context):
         """Answers the requests of a stream in request order; an error
@@ -247,17 +246,6 @@ class V2GrpcService:
 
     async def _stream_answer(self, message) -> tuple[str, InferenceResponse]:
         return message.id, await self._infer(message)
-
-
-class _FutureAnswer:
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future) -> None:
-        self.future = future
-
-    def done(self, response: InferenceResponse) -> None:
-        if not self.future.done():
-            self.future.set_result(response)
 
 
 def _infer_response(response: InferenceResponse, message_id: str) -> pb.ModelInferResponse:

@@ -1,13 +1,19 @@
 """What every HTTP/1.1 parser behind the front end shares: the request cycle
 the API layer sees, the limits, and a connection base class with dispatch,
 flow control, the read/idle/write timeouts, the body memory budget and a
-lingering close.
+lingering close, and TLS (the handshake is the connection's first phase).
 
 A parser module subclasses ``HttpConnection``, feeds bytes to its parser in
 ``data_received`` (after ``note_read``), marks the phases (``begin_request``,
 ``begin_body``, ``become_idle``), calls ``dispatch`` / ``reject``, and frames
 answers in ``send_response``. Requests on one connection are answered in
 order.
+
+With TLS, the connection is accepted as plain TCP, counted against the
+connection limit and swept like any other, then upgraded with
+``loop.start_tls``: a handshake that fails (a plain-HTTP client, a missing
+or unknown client certificate) or takes longer than the header timeout just
+ends that connection.
 
 Timeouts cost no timer per request: each connection records when its phase
 began, and one ``TimeoutSweep`` per listener looks at every connection a few
@@ -21,6 +27,7 @@ import asyncio
 import http
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from typing import Awaitable, Protocol as TypingProtocol
 
@@ -38,6 +45,10 @@ IDLE = 0      # between requests (or before the first)
 HEADERS = 1   # a request's line and headers are arriving
 BODY = 2      # its body is arriving
 LINGER = 3    # an answer was sent and our side shut; discarding input until the client closes
+HANDSHAKE = 4  # TLS: the handshake is under way (bounded by the header timeout)
+
+# After a TLS connection is closed, how long its close_notify exchange may take.
+TLS_SHUTDOWN_SECS = 2.0
 
 # Test-only (the memory-growth check's control case): bytes kept forever per
 # request dispatched. Off (0) unless the environment sets it.
@@ -72,7 +83,7 @@ class RequestCycle:
     """One request and the means to answer it exactly once."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "_connection", "responded",
-                 "reserved")
+                 "reserved", "inflight")
 
     def __init__(self, connection: "HttpConnection", method: bytes, target: bytes,
                  headers: Headers) -> None:
@@ -85,6 +96,9 @@ class RequestCycle:
         self.body = bytearray()
         self.responded = False
         self.reserved = 0  # bytes of the body budget this request holds
+        # The app's handle on work started for this request (``cancel()``),
+        # called if the connection is lost before the answer is sent.
+        self.inflight = None
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header (``name`` in lower case)."""
@@ -117,10 +131,17 @@ class RequestCycle:
 class HttpConnection(asyncio.Protocol):
     """One client connection; the parser-independent half."""
 
-    def __init__(self, app: HttpApp, limits: HttpLimits, connections: set) -> None:
+    def __init__(self, app: HttpApp, limits: HttpLimits, connections: set,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.limits = limits
         self.connections = connections
+        self.tls = tls
+        self._handshake: asyncio.Task | None = None
+        # TLS: what the client sent with its last handshake flight, before
+        # start_tls handed over the TLS transport (replayed then).
+        self._early_data: list[bytes] = []
+        self._early_eof = False
         self.transport: asyncio.Transport | None = None
         self.cycle: RequestCycle | None = None  # the request being answered
         self._loop = asyncio.get_running_loop()
@@ -146,19 +167,92 @@ class HttpConnection(asyncio.Protocol):
             return
         self.connections.add(self)
         self.phase_since = self.last_read = self._loop.time()
+        if self.tls is not None:
+            self.phase = HANDSHAKE
+            self._handshake = self._loop.create_task(self._start_tls(transport))
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """Upgrades the accepted TCP connection to TLS; from then on the
+        TLS transport is the connection's. A failed or timed-out handshake
+        ends the connection (logged at debug level only: any port scanner
+        or plain-HTTP client causes one)."""
+        timeout = self.limits.header_timeout_secs
+        try:
+            transport = await self._loop.start_tls(
+                raw, self, self.tls, server_side=True,
+                ssl_handshake_timeout=timeout + 1.0 if timeout > 0 else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_SECS)
+        except Exception as exc:  # noqa: BLE001 - every failure ends only this connection
+            log.debug("TLS handshake failed: %s", exc)
+            self.transport = None
+            self.connections.discard(self)
+            return
+        finally:
+            self._handshake = None
+        if transport is None or self.transport is None:
+            # The client went, or we aborted (timeout, shutdown), as the
+            # handshake ended.
+            if transport is not None:
+                transport.abort()
+            self.transport = None
+            self.connections.discard(self)
+            return
+        self.transport = transport
+        self._enter(IDLE)
+        if self.closing:
+            self.close()
+            return
+        early, self._early_data = self._early_data, []
+        for chunk in early:
+            self.data_received(chunk)
+        if self._early_eof:
+            self.client_done_sending()
+
+    def hold_early_data(self, data: bytes) -> None:
+        """For parsers' data_received in the HANDSHAKE phase: keeps ``data``
+        until the TLS transport is handed over (the client's first request
+        may come with its last handshake message, before start_tls returns)."""
+        self._early_data.append(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone (reset, or closed by us): the request
+        being answered is cancelled if it is still queued; requests behind
+        it are never dispatched."""
         self.connections.discard(self)
         self.transport = None
         self._release_all()
+        self.cancel_inflight()
 
     def eof_received(self) -> bool | None:
-        """The client shut its side: answer what was read in full, then
-        close; a request cut short gets no answer."""
+        if self.phase == HANDSHAKE:
+            self._early_eof = True
+            return None
+        keep_open = self.client_done_sending()
+        # Over TLS the transport closes after the client's close_notify
+        # whatever is returned (and asyncio warns about True).
+        return None if self.tls is not None else keep_open
+
+    def client_done_sending(self) -> bool | None:
+        """The client shut its side (a FIN). As nginx and uvicorn take it,
+        the client is gone: the request being answered is cancelled if it
+        is still queued (a running one is answered), requests pipelined
+        behind it are never dispatched, and the connection closes after the
+        answer under way. A request cut short gets no answer. Returns True
+        to keep the connection open for that answer."""
         if self.cycle is not None and self.phase != LINGER:
             self.closing = True
+            self.cancel_inflight()
             return True
         return None
+
+    def cancel_inflight(self) -> None:
+        """Cancels the request being answered if it is still queued."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.responded and cycle.inflight is not None:
+            try:
+                cycle.inflight.cancel()
+            except Exception:
+                log.exception("cancelling the request of a lost connection failed")
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -167,6 +261,12 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self.writable_again()
+
+    def writable_again(self) -> None:
+        """The client read enough of what was sent: go on with the work
+        held back while writing was paused (parsers with queued requests
+        override this)."""
         if self.cycle is None:
             self.resume_reading()
 
@@ -338,6 +438,10 @@ class HttpConnection(asyncio.Protocol):
             if now - self.phase_since > limits.linger_secs:
                 self.abort()
             return
+        if phase == HANDSHAKE:
+            if limits.header_timeout_secs and now - self.phase_since > limits.header_timeout_secs:
+                self.abort()
+            return
         if self._writing_paused:
             if limits.write_timeout_secs and \
                     now - self._write_paused_since > limits.write_timeout_secs:
@@ -372,12 +476,17 @@ class HttpConnection(asyncio.Protocol):
 
     def _refuse(self, transport: asyncio.Transport, limit: int) -> None:
         log.warning("refusing a connection: the limit of %d open connections is reached", limit)
+        self.transport = None
+        if self.tls is not None:
+            # No plain-text answer can reach a TLS client, and a handshake
+            # only to say 503 is what an attacker at the limit would want.
+            transport.abort()
+            return
         text = b"the server has too many open connections; retry later"
         transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
                         b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
                         % (len(text), text))
         transport.close()
-        self.transport = None
 
 
 class TimeoutSweep:

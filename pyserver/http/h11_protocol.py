@@ -16,13 +16,15 @@ try:  # h11 keeps its body readers private; the bare-LF check needs the chunked 
 except ImportError:  # pragma: no cover - a future h11: the body timeout still ends the wait
     _ChunkedReader = None
 
-from pyserver.http.connection import (IDLE, LINGER, REASONS, Headers, HttpConnection,
-                                      RequestCycle)
+from pyserver.http.connection import (HANDSHAKE, IDLE, LINGER, REASONS, Headers,
+                                      HttpConnection, RequestCycle)
 
 log = logging.getLogger("pyserver.http")
 
 _TEXT = (b"content-type", b"text/plain")
 _READ_IN_FULL = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+# Bytes of pipelined requests buffered, unparsed, before reading pauses.
+_PIPELINE_BUFFER_BYTES = 64 * 1024
 
 
 class H11Connection(HttpConnection):
@@ -36,6 +38,9 @@ class H11Connection(HttpConnection):
         self._failed = False
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == HANDSHAKE:
+            self.hold_early_data(data)
+            return
         self.note_read(len(data))
         if self.phase == LINGER:
             return
@@ -44,13 +49,16 @@ class H11Connection(HttpConnection):
         self.conn.receive_data(data)
         self._process()
 
-    def eof_received(self) -> bool | None:
+    def client_done_sending(self) -> bool | None:
         if self.phase == LINGER:
             return None
         self.conn.receive_data(b"")
         if self.cycle is not None:
-            # Answer it and the requests buffered behind it; h11 reports the
-            # close once they are parsed.
+            # The client is gone (see HttpConnection.client_done_sending):
+            # the answer under way closes the connection, and the requests
+            # buffered behind it are never parsed.
+            self.closing = True
+            self.cancel_inflight()
             return True
         self._process()
         return None
@@ -71,7 +79,11 @@ class H11Connection(HttpConnection):
                                      "in CRLF")
                 return
             if event is h11.PAUSED:
-                self.pause_reading()
+                # The next request waits for this one's answer. Reading goes on
+                # while little is buffered, so that a reset (a client gone) is
+                # seen and the request being answered can be cancelled.
+                if len(self.conn.trailing_data[0]) > _PIPELINE_BUFFER_BYTES:
+                    self.pause_reading()
                 return
             kind = type(event)
             if kind is h11.Request:
@@ -156,9 +168,15 @@ class H11Connection(HttpConnection):
         else:
             self.become_idle()
         if not self.writing_paused:
-            self.resume_reading()
-            if self.conn.trailing_data[0]:
-                self._process()
+            self.writable_again()
+
+    def writable_again(self) -> None:
+        """Reads on, starting with requests already buffered (pipelined)."""
+        if self.cycle is not None or self.phase == LINGER:
+            return
+        self.resume_reading()
+        if self.conn.trailing_data[0]:
+            self._process()
 
     def reject(self, status: int, message: str, headers: Headers = ()) -> None:
         """Answers a request the parser or the limits refused, then closes.

@@ -13,7 +13,8 @@ import collections
 
 import httptools
 
-from pyserver.http.connection import REASONS, Headers, HttpConnection, RequestCycle
+from pyserver.http.connection import (HANDSHAKE, LINGER, REASONS, Headers, HttpConnection,
+                                      RequestCycle)
 
 _TEXT = (b"content-type", b"text/plain")
 _MAX_PIPELINED = 16
@@ -34,11 +35,13 @@ class HttptoolsConnection(HttpConnection):
         self._waiting: collections.deque[RequestCycle] = collections.deque()
         self._failed = False       # nothing more is parsed on this connection
         self._pending_reject: tuple[int, str, Headers] | None = None
-        self._answer_queue = False  # the client shut its side: answer what is queued, then close
 
     # -- asyncio.Protocol ---------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == HANDSHAKE:
+            self.hold_early_data(data)
+            return
         self.note_read(len(data))
         if self._failed:
             return
@@ -50,9 +53,17 @@ class HttptoolsConnection(HttpConnection):
             if not self._failed:
                 self.reject(400, f"malformed HTTP request: {exc}")
 
-    def eof_received(self) -> bool | None:
-        self._answer_queue = True
-        return super().eof_received()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._waiting.clear()  # never dispatched
+        super().connection_lost(exc)
+
+    def client_done_sending(self) -> bool | None:
+        self._waiting.clear()  # the client is gone: never dispatched
+        return super().client_done_sending()
+
+    def writable_again(self) -> None:
+        if self.cycle is None and self.phase != LINGER:
+            self._answer_next()
 
     # -- httptools callbacks -------------------------------------------------
 
@@ -118,7 +129,7 @@ class HttptoolsConnection(HttpConnection):
         if self.transport is None or cycle is not self.cycle:
             return
         keep_alive = self._keep_alive.pop(id(cycle), False)
-        if self.closing and not (self._answer_queue and self._waiting):
+        if self.closing:
             keep_alive = False
         parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in headers:
@@ -138,14 +149,28 @@ class HttptoolsConnection(HttpConnection):
             else:
                 self.close()
             return
+        if self.writing_paused:
+            # The client is not reading: what it queued waits until it does
+            # (writable_again), so its unread answers stay within the
+            # transport's high-water mark plus one answer.
+            if self._reading is None and not self._waiting:
+                self.become_idle()
+            return
+        self._answer_next()
+
+    def _answer_next(self) -> None:
+        """Starts on the next queued request (or queued refusal), or reads
+        on."""
         if self._waiting:
             self.dispatch(self._waiting.popleft())
             if len(self._waiting) < _MAX_PIPELINED // 2 and not self.writing_paused:
                 self.resume_reading()
         elif self._pending_reject is not None:
             self._answer_reject(*self._pending_reject)
-        elif self._reading is None:
-            self.become_idle()
+        else:
+            if self._reading is None:
+                self.become_idle()
+            self.resume_reading()
 
     def reject(self, status: int, message: str, headers: Headers = ()) -> None:
         self._failed = True

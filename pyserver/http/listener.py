@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from pyserver.http.connection import HttpApp, HttpConnection, HttpLimits, TimeoutSweep
 
@@ -25,15 +26,19 @@ def connection_class(parser: str) -> type[HttpConnection]:
 
 
 async def serve_http(app: HttpApp, host: str, port: int, limits: HttpLimits, connections: set,
-                     parser: str = "httptools") -> asyncio.AbstractServer:
+                     parser: str = "httptools",
+                     tls: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
     """Starts listening; returns the asyncio server. ``connections`` collects
     the open connections (for a graceful shutdown); their timeouts are
     checked by a sweep that runs for as long as the event loop does.
     Connections beyond ``limits.max_connections`` are answered 503 and
-    closed as soon as they are accepted."""
+    closed as soon as they are accepted. With ``tls``, each connection is
+    upgraded to TLS after it is accepted and counted (HttpConnection), so
+    handshakes count against the limit and the header timeout; over the
+    limit a TLS connection is closed without an answer."""
     cls = connection_class(parser)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: cls(app, limits, connections), host, port,
+    server = await loop.create_server(lambda: cls(app, limits, connections, tls), host, port,
                                       reuse_address=True, backlog=1024)
     TimeoutSweep(connections, limits).start()
     return server

@@ -154,7 +154,8 @@ class V1HttpApi:
         except ServerError as exc:
             return self._infer_error(cycle, exc.code, exc.message, request_id)
         answer = _InferAnswer(self, cycle, request_id, cycle.query_param(b"format") == b"binary")
-        self.server.infer(template.request(model, version, request_id, cycle.body), answer.done)
+        request = template.request(model, version, request_id, cycle.body)
+        cycle.inflight = self.server.infer(request, answer.done)
 
     def _infer_error(self, cycle: RequestCycle, code: int, message: str, request_id: int) -> None:
         response_header = f"id: {request_id}" if request_id else ""

@@ -172,7 +172,7 @@ class V2HttpApi:
 
     def _infer(self, cycle: RequestCycle, model: str, version: int) -> None:
         request = v2.parse_http_body(cycle.body, cycle.header(_HEADER_LENGTH), model, version)
-        self.server.infer(request.request, _InferAnswer(cycle, request).done)
+        cycle.inflight = self.server.infer(request.request, _InferAnswer(cycle, request).done)
 
 
 class _InferAnswer:

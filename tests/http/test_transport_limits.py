@@ -210,11 +210,16 @@ def test_pipelined_requests_before_a_malformed_one_are_answered_in_order(server,
     assert ids == list(range(1, count + 1))
 
 
-def test_requests_sent_before_the_client_shuts_its_side_are_answered(server):
+def test_a_client_that_shuts_its_side_is_gone_and_its_pipelined_requests_are_dropped(server):
+    # As nginx and uvicorn take a FIN: at most the request under way is answered (a queued
+    # one is cancelled; see tests/http/test_http_cancellation.py), then the server closes.
     with socket.create_connection((HOST, server.port), timeout=20) as sock:
         sock.sendall(b"".join(_infer_with_id(i + 1) for i in range(5)))
         sock.shutdown(socket.SHUT_WR)
         stream = sock.makefile("rb")
-        statuses = [read_response(stream)[0] for _ in range(5)]
-        assert read_response(stream) is None
-    assert statuses == [200] * 5
+        answers = []
+        while (answer := read_response(stream)) is not None:
+            answers.append(answer)
+    assert len(answers) <= 1
+    if answers:
+        assert answers[0][1].get("connection") == "close"
