@@ -164,10 +164,12 @@ SequenceBatcher::SequenceBatcher(const SequenceBatcherConfig& config,
     instance->corrid_strings.resize(rows_ * controls);
     instances_.push_back(std::move(instance));
   }
-  size_t slot_count = runtimes_.size() * rows_;
+  // Slot s belongs to instance s % instances (both strategies).
+  size_t per_instance = rows_;
   if (config_.strategy == SequenceStrategy::kOldest && config_.max_candidate_sequences > 0) {
-    slot_count = config_.max_candidate_sequences;
+    per_instance = config_.max_candidate_sequences;
   }
+  const size_t slot_count = runtimes_.size() * per_instance;
   slots_.assign(slot_count, nullptr);
   for (uint32_t s = 0; s < slot_count; ++s) free_slots_.insert(s);
 }
@@ -276,17 +278,8 @@ void SequenceBatcher::AssignSlotLocked(Sequence* sequence, uint32_t slot) {
 }
 
 void SequenceBatcher::WakeForLocked(const Sequence* sequence) {
-  if (config_.strategy == SequenceStrategy::kDirect) {
-    Instance* owner = instances_[static_cast<size_t>(sequence->slot) % instances_.size()].get();
-    if (owner->waiting) owner->ready.notify_one();
-    return;
-  }
-  for (auto& instance : instances_) {
-    if (instance->waiting) {
-      instance->ready.notify_one();
-      return;
-    }
-  }
+  Instance* owner = instances_[static_cast<size_t>(sequence->slot) % instances_.size()].get();
+  if (owner->waiting) owner->ready.notify_one();
 }
 
 void SequenceBatcher::MarkBusyLocked(Sequence* sequence) {
@@ -340,7 +333,7 @@ void SequenceBatcher::FormBatchLocked(Instance* instance, uint64_t now, std::vec
   if (config_.strategy == SequenceStrategy::kDirect) {
     FormDirectLocked(instance, rows);
   } else {
-    FormOldestLocked(now, rows, wake_ns);
+    FormOldestLocked(instance, now, rows, wake_ns);
   }
   for (Row& row : *rows) {
     if (row.sequence != nullptr) row.sequence->running = true;
@@ -363,9 +356,11 @@ void SequenceBatcher::FormDirectLocked(Instance* instance, std::vector<Row>* row
   }
 }
 
-void SequenceBatcher::FormOldestLocked(uint64_t now, std::vector<Row>* rows, uint64_t* wake_ns) {
+void SequenceBatcher::FormOldestLocked(Instance* instance, uint64_t now, std::vector<Row>* rows,
+                                       uint64_t* wake_ns) {
   std::vector<std::pair<uint64_t, Sequence*>> runnable;
-  for (Sequence* sequence : slots_) {
+  for (size_t s = instance->index; s < slots_.size(); s += instances_.size()) {
+    Sequence* sequence = slots_[s];
     if (RunnableLocked(sequence)) {
       runnable.emplace_back(sequence->queue.front()->enqueued_ns, sequence);
     }
@@ -576,16 +571,6 @@ void SequenceBatcher::InstanceLoop(Instance* instance) {
         instance->waiting = false;
       }
       BindRowsLocked(instance, rows);
-      if (config_.strategy == SequenceStrategy::kOldest) {
-        // More may be runnable than this batch took: let a waiting
-        // instance look.
-        for (auto& other : instances_) {
-          if (other->waiting) {
-            other->ready.notify_one();
-            break;
-          }
-        }
-      }
     }
     batch.requests.clear();
     for (const Row& row : rows) batch.requests.push_back(row.request);

@@ -32,8 +32,9 @@ enum class SequenceStrategy {
   // Each sequence owns one batch row (slot) of one instance for its life;
   // state kept by the model per row stays put.
   kDirect,
-  // Requests of up to max_candidate_sequences sequences are batched
-  // oldest first, at most one per sequence per batch, on any instance.
+  // Each instance batches the requests of up to max_candidate_sequences
+  // sequences (its own for their life) oldest first, at most one per
+  // sequence per batch, in any row.
   kOldest,
 };
 
@@ -70,7 +71,7 @@ struct SequenceBatcherConfig {
   SequenceStrategy strategy = SequenceStrategy::kDirect;
   uint64_t max_sequence_idle_us = 1000000;
   // kOldest only.
-  uint32_t max_candidate_sequences = 0;         // 0 = instances x rows
+  uint32_t max_candidate_sequences = 0;         // per instance; 0 = max(1, max_batch_size)
   std::vector<uint32_t> preferred_batch_sizes;  // ascending
   uint64_t max_queue_delay_us = 0;
   // Inputs the client sends (the config's); controls and states follow them
@@ -95,12 +96,14 @@ constexpr uint32_t kSequenceEnd = 2;
 // ends the previous sequence there: the new one continues in its queue and
 // slot, its START row resetting the implicit state.
 //
-// Direct: slot s is row s / instances of instance s % instances, so the
-// first sequences spread over the instances. An instance's batch holds its
+// A sequence keeps its slot, and so its instance, for life: slot s belongs to
+// instance s % instances, and free slots go lowest first, so the first
+// sequences spread over the instances.
+// Direct: slot s is row s / instances of its instance. An instance's batch holds its
 // rows up to the highest one with a runnable request; rows below without one
 // are padding (READY false, inputs copied from a real row, results dropped).
 // It runs as soon as one row is runnable.
-// Oldest: an idle instance takes the runnable candidates oldest first (their
+// Oldest: an idle instance takes its runnable sequences oldest first (their
 // head requests' arrival), up to max_batch_size; the batch runs when full,
 // at a preferred size, or when its oldest request waited
 // max_queue_delay_us. Formation is O(slots).
@@ -185,7 +188,8 @@ class SequenceBatcher : public Scheduler {
   void FormBatchLocked(Instance* instance, uint64_t now, std::vector<Row>* rows,
                        uint64_t* wake_ns);
   void FormDirectLocked(Instance* instance, std::vector<Row>* rows);
-  void FormOldestLocked(uint64_t now, std::vector<Row>* rows, uint64_t* wake_ns);
+  void FormOldestLocked(Instance* instance, uint64_t now, std::vector<Row>* rows,
+                        uint64_t* wake_ns);
   bool RunnableLocked(const Sequence* sequence) const {
     return sequence != nullptr && !sequence->running && !sequence->queue.empty();
   }
@@ -204,8 +208,7 @@ class SequenceBatcher : public Scheduler {
   // sequence itself.
   void ReleaseLocked(Sequence* sequence);
   void AssignSlotLocked(Sequence* sequence, uint32_t slot);
-  // Wakes an instance that can run `sequence`'s slot (direct: its owner;
-  // oldest: any waiting one).
+  // Wakes the instance owning `sequence`'s slot if it waits.
   void WakeForLocked(const Sequence* sequence);
   bool DrainedLocked() const;
 

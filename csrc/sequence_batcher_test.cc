@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -317,6 +318,17 @@ TEST(ImplicitStateFollowsEachSequence) {
       }
     }
     EXPECT(h.batcher->ActiveSequenceCount() == 0);
+    // Each sequence stayed on one instance, whatever its rows.
+    std::map<uint64_t, std::set<size_t>> instances_of;
+    for (size_t i = 0; i < h.runtimes.size(); ++i) {
+      for (const auto& batch : h.runtimes[i]->Batches()) {
+        for (const SeenRow& row : batch) {
+          if (row.ready == 1) instances_of[row.corrid].insert(i);
+        }
+      }
+    }
+    EXPECT(instances_of.size() == 3);
+    for (const auto& item : instances_of) EXPECT(item.second.size() == 1);
   }
 }
 

@@ -34,7 +34,7 @@ class RequestTemplate:
     but the model, the id and the data."""
 
     __slots__ = ("batch_size", "inputs", "outputs", "priority", "timeout_us", "signature",
-                 "shared_memory")
+                 "shared_memory", "correlation_id", "sequence_start", "sequence_end")
 
     def __init__(self, header: api_pb2.InferRequestHeader, signature) -> None:
         inputs = []
@@ -56,6 +56,10 @@ class RequestTemplate:
         self.outputs = tuple(outputs)
         self.priority = header.priority
         self.timeout_us = header.timeout_microseconds
+        # InferRequestHeader.Flag: SEQUENCE_START = 1, SEQUENCE_END = 2.
+        self.correlation_id = header.correlation_id
+        self.sequence_start = bool(header.flags & 1)
+        self.sequence_end = bool(header.flags & 2)
         self.signature = ("v1", signature)
 
     def request(self, model: str, version: int, request_id: int, data) -> InferenceRequest:
@@ -64,7 +68,10 @@ class RequestTemplate:
         return InferenceRequest(model, self.inputs, self.outputs, version=version, id=request_id,
                                 priority=self.priority, timeout_us=self.timeout_us,
                                 batch_size=self.batch_size, input_data=data,
-                                signature=self.signature, shared_memory=self.shared_memory)
+                                signature=self.signature, shared_memory=self.shared_memory,
+                                sequence_id=self.correlation_id,
+                                sequence_start=self.sequence_start,
+                                sequence_end=self.sequence_end)
 
 
 class TemplateCache:
