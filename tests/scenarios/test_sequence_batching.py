@@ -1,15 +1,20 @@
 """The sequence batcher through a real server: many interleaved sequences
-from several client threads (tritonclient.http with sequence_id /
-sequence_start / sequence_end, v2 gRPC stubs over ModelStreamInfer, v1 HTTP
-with NV-InferRequest flags) against stateful models generated in code (a
+from several client threads (tritonclient.http and tritonclient.grpc with
+sequence_id / sequence_start / sequence_end, v2 gRPC stubs and
+tritonclient.grpc over ModelStreamInfer, v1 HTTP with NV-InferRequest flags) against stateful models generated in code (a
 Python accumulator keeping its sums per CORRID, and an ONNX accumulator whose
 state the server keeps), both strategies; every running sum is checked, and
 bad sequence requests get clear errors while the server keeps serving."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,6 +28,7 @@ from pyserver.examples.store import tensor
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+GRPC_CHECKS = Path(__file__).with_name("sequence_grpc_checks.py")
 IO = ([tensor("INPUT", "INT32", [1])], [tensor("OUTPUT", "INT32", [1])])
 
 
@@ -230,3 +236,30 @@ def test_idle_sequence_is_released(server):
         assert _http_step(client, "acc_idle", 31, 7, True, True) == 7  # a new sequence
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc_outcome(server):
+    if importlib.util.find_spec("tritonclient.grpc") is None:
+        pytest.skip("tritonclient[grpc] is not installed")
+    done = subprocess.run([sys.executable, str(GRPC_CHECKS), server.grpc_target],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["threads", "stream", "errors"])
+def test_tritonclient_grpc_sequences(grpc_outcome, name):
+    assert grpc_outcome.get(name) == "ok", grpc_outcome.get(name, "check did not run")
+
+
+def test_config_reports_sequence_batching(server):
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        seq = client.get_model_config("acc_onnx_oldest")["sequence_batching"]
+    finally:
+        client.close()
+    assert seq["max_sequence_idle_microseconds"] == 1000000
+    assert seq["oldest"]["max_candidate_sequences"] == 6
+    assert seq["state"][0]["input_name"] == "STATE_IN"
+    assert seq["control_input"][0]["control"][0]["int32_false_true"] == [0, 1]
