@@ -332,6 +332,46 @@ TEST(ImplicitStateFollowsEachSequence) {
   }
 }
 
+TEST(OldestWaitsForItsDelayOrAPreferredSize) {
+  for (bool preferred : {false, true}) {
+    Harness h;
+    SequenceBatcherConfig config = MakeConfig(SequenceStrategy::kOldest, 4, false);
+    config.max_queue_delay_us = 300000;
+    if (preferred) config.preferred_batch_sizes = {2};
+    EXPECT(h.Start(config).IsOk());
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT(h.Send(1, 1, kSequenceStart).IsOk());
+    EXPECT(h.Send(2, 2, kSequenceStart).IsOk());
+    EXPECT(Collect(h.completions.get(), 2).size() == 2);
+    const auto waited = std::chrono::steady_clock::now() - start;
+    auto batches = h.runtimes[0]->Batches();
+    EXPECT(batches.size() == 1 && batches[0].size() == 2);  // together either way
+    if (preferred) {
+      EXPECT(waited < std::chrono::milliseconds(250));  // a preferred size runs at once
+    } else {
+      EXPECT(waited >= std::chrono::milliseconds(290));  // waited for company
+    }
+  }
+}
+
+TEST(StartOnAnOpenSequenceRestartsItsState) {
+  Harness h;
+  EXPECT(h.Start(MakeConfig(SequenceStrategy::kDirect, 2, true), 1, true).IsOk());
+  int32_t values[] = {5, 6, 7, 8};
+  EXPECT(h.Send(1, 9, kSequenceStart, &values[0]).IsOk());
+  EXPECT(h.Send(2, 9, 0, &values[1]).IsOk());
+  EXPECT(h.Send(3, 9, kSequenceStart, &values[2]).IsOk());  // the old one ends here
+  EXPECT(h.Send(4, 9, kSequenceEnd, &values[3]).IsOk());
+  auto done = Collect(h.completions.get(), 4);
+  EXPECT(done.size() == 4);
+  std::map<uint64_t, int32_t> sums;
+  for (auto& r : done) {
+    if (r->outputs.size() == 1) std::memcpy(&sums[r->ticket], r->outputs[0].Data(), 4);
+  }
+  EXPECT(sums[1] == 5 && sums[2] == 11 && sums[3] == 7 && sums[4] == 15);
+  EXPECT(h.batcher->ActiveSequenceCount() == 0);
+}
+
 TEST(StopRunsEverythingAccepted) {
   Harness h;
   EXPECT(h.Start(MakeConfig(SequenceStrategy::kDirect, 1, false)).IsOk());

@@ -122,6 +122,9 @@ def normalize(config: ModelConfig, gpu_count: int = 0) -> ModelConfig:
             seq.max_sequence_idle_microseconds = DEFAULT_MAX_SEQUENCE_IDLE_US
         if seq.WhichOneof("strategy_choice") is None:
             seq.direct.SetInParent()
+        if seq.WhichOneof("strategy_choice") == "oldest" and \
+                seq.oldest.max_candidate_sequences == 0:
+            seq.oldest.max_candidate_sequences = max(out.max_batch_size, 1)
     return out
 
 

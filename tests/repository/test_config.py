@@ -569,6 +569,8 @@ def test_sequence_batching_defaults_are_filled(tmp_path: Path) -> None:
     config = load(tmp_path, extra=sequence(control("START", "START")))
     assert config.sequence_batching.max_sequence_idle_microseconds == 1_000_000
     assert config.sequence_batching.WhichOneof("strategy_choice") == "direct"
+    oldest = load(tmp_path / "o", extra=sequence(control("START", "START"), extra="oldest { }"))
+    assert oldest.sequence_batching.oldest.max_candidate_sequences == 8  # max_batch_size
 
 
 def test_sequence_batching_takes_every_control_kind_and_state(tmp_path: Path) -> None:

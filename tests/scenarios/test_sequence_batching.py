@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import Code, ServerProcess, assert_error, infer, nv_infer_response, \
-    request_header, split_infer_body
+from conftest import Code, ServerProcess, assert_error, grpc_infer_request, grpc_stub, infer, \
+    nv_infer_response, request_header, split_infer_body
 from pyserver.examples import onnx_models, python_models
 from pyserver.examples.store import tensor
 
@@ -263,3 +263,25 @@ def test_config_reports_sequence_batching(server):
     assert seq["oldest"]["max_candidate_sequences"] == 6
     assert seq["state"][0]["input_name"] == "STATE_IN"
     assert seq["control_input"][0]["control"][0]["int32_false_true"] == [0, 1]
+
+
+def test_v1_grpc_header_drives_a_sequence(server):
+    channel, stub = grpc_stub(server.grpc_target)
+    try:
+        sums = []
+        for step, flags in enumerate((1, 0, 2)):
+            request = grpc_infer_request("acc_onnx_direct", 1,
+                                         {"INPUT": np.array([[step + 4]], np.int32)}, ["OUTPUT"])
+            request.meta_data.correlation_id = 8080
+            request.meta_data.flags = flags
+            response = stub.Infer(request, timeout=30)
+            assert response.request_status.code == Code.SUCCESS, response.request_status
+            sums.append(int(np.frombuffer(response.raw_output[0], np.int32)[0]))
+        assert sums == [4, 9, 15]
+        request = grpc_infer_request("acc_onnx_direct", 1, {"INPUT": np.array([[1]], np.int32)})
+        request.meta_data.correlation_id = 8080  # ended: needs START again
+        response = stub.Infer(request, timeout=30)
+        assert response.request_status.code == Code.INVALID_ARG
+        assert "must specify the START flag" in response.request_status.msg
+    finally:
+        channel.close()
