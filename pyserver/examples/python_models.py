@@ -113,6 +113,11 @@ class TritonPythonModel:
             x = value("INPUT").astype(np.int64).reshape(-1)
             start, end, ready = (int(value(n).reshape(-1)[0]) for n in ("START", "END", "READY"))
             corrid = int(value("CORRID").reshape(-1)[0])
+            if ready and (request.correlation_id() != corrid or
+                          bool(request.flags() & 1) != bool(start)):
+                raise pb_utils.TritonModelException(
+                    f"request {request.correlation_id()}/{request.flags()} "
+                    f"disagrees with its controls {corrid}/{start}")
             if not ready:
                 total = np.zeros_like(x)
             else:

@@ -89,7 +89,7 @@ def store(tmp_path_factory):
             name, "onnxruntime_onnx", 4, *IO, _sequence_batching(ONNX_STATE, strategy),
             INSTANCES), {"model.onnx": onnx_models.accumulator()})
     write_version(root, "acc_idle", platform_config(
-        "acc_idle", "python", 4, *IO, _sequence_batching(PY_CONTROLS, DIRECT, 300000)),
+        "acc_idle", "python", 4, *IO, _sequence_batching(PY_CONTROLS, DIRECT, 600000)),
         {"model.py": python_models.ACCUMULATOR})
     return root
 
@@ -230,8 +230,8 @@ def test_idle_sequence_is_released(server):
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
     try:
         assert _http_step(client, "acc_idle", 31, 5, True, False) == 5
-        assert _http_step(client, "acc_idle", 31, 1, False, False) == 6  # within the 0.3 s
-        time.sleep(1.0)
+        assert _http_step(client, "acc_idle", 31, 1, False, False) == 6  # within the 0.6 s
+        time.sleep(1.5)
         assert "must specify the START flag" in _http_error(client, "acc_idle", 31)
         assert _http_step(client, "acc_idle", 31, 7, True, True) == 7  # a new sequence
     finally:
