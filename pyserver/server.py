@@ -15,6 +15,7 @@ import asyncio
 import enum
 import itertools
 import logging
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -480,7 +481,9 @@ def _set_sequence(payload, request: InferenceRequest) -> None:
     """Copies the request's sequence fields to the payload of a sequence
     model, checked: an id is an int in uint64 range or a str."""
     sequence_id = request.sequence_id
-    if isinstance(sequence_id, bool) or not isinstance(sequence_id, (int, str)) or (
+    if isinstance(sequence_id, numbers.Integral) and not isinstance(sequence_id, bool):
+        sequence_id = int(sequence_id)  # numpy integers too
+    if not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) or (
             isinstance(sequence_id, int) and not 0 <= sequence_id <= UINT64_MAX):
         raise invalid_arg("sequence id must be an unsigned 64-bit integer or a string")
     payload.sequence_id = sequence_id

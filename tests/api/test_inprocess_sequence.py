@@ -56,3 +56,8 @@ def test_out_of_range_sequence_id_raises(server):
         _step(server, 2**64, 1, sequence_start=True)
     assert info.value.code == Code.INVALID_ARG
     assert "unsigned 64-bit integer or a string" in info.value.message
+
+
+def test_numpy_integer_sequence_id_is_taken(server):
+    assert _step(server, np.uint64(2**63 + 5), 4, sequence_start=True) == 4
+    assert _step(server, 2**63 + 5, 3, sequence_end=True) == 7
