@@ -232,6 +232,7 @@ Status SequenceBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
   r->enqueued_ns = MonotonicNs();
   r->deadline_ns = 0;
   MarkBusyLocked(sequence);
+  waiting_[r->ticket] = sequence;
   sequence->queue.push_back(std::move(*request));
   if (end) {
     mapped_.erase(sequence->key);
@@ -242,6 +243,38 @@ Status SequenceBatcher::Enqueue(std::unique_ptr<InferRequest>* request) {
     WakeForLocked(sequence);
   }
   return Status::Success();
+}
+
+bool SequenceBatcher::Cancel(uint64_t ticket) {
+  std::vector<RequestPtr> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto found = waiting_.find(ticket);
+    if (found == waiting_.end()) return false;
+    Sequence* sequence = found->second;
+    waiting_.erase(found);
+    auto it = std::find_if(sequence->queue.begin(), sequence->queue.end(),
+                           [ticket](const RequestPtr& r) { return r->ticket == ticket; });
+    if (it == sequence->queue.end()) return false;  // not reached: waiting_ tracks the queues
+    const size_t position = static_cast<size_t>(it - sequence->queue.begin());
+    const uint32_t flags = (*it)->sequence_flags;
+    cancelled.push_back(std::move(*it));
+    sequence->queue.erase(it);
+    if ((flags & kSequenceStart) && position < sequence->queue.size()) {
+      sequence->queue[position]->sequence_flags |= kSequenceStart;
+    }
+    const bool previous_waits = position > 1 || (position == 1 && !sequence->running);
+    if ((flags & kSequenceEnd) && previous_waits) {
+      sequence->queue[position - 1]->sequence_flags |= kSequenceEnd;
+    }
+    if (!sequence->running && sequence->queue.empty()) SettleLocked(sequence, MonotonicNs());
+    ExitIfDrainedLocked();
+  }
+  InferRequest* r = cancelled.front().get();
+  r->status = Status(StatusCode::kCancelled, "request cancelled while queued");
+  r->compute_start_ns = r->compute_end_ns = MonotonicNs();
+  Complete(&cancelled);
+  return true;
 }
 
 void SequenceBatcher::Stop() {
@@ -327,6 +360,13 @@ void SequenceBatcher::ReleaseLocked(Sequence* sequence) {
 
 bool SequenceBatcher::DrainedLocked() const { return sequences_.empty(); }
 
+void SequenceBatcher::ExitIfDrainedLocked() {
+  if (!stopping_ || !DrainedLocked() || exit_) return;
+  exit_ = true;
+  for (auto& instance : instances_) instance->ready.notify_all();
+  reaper_cv_.notify_all();
+}
+
 void SequenceBatcher::FormBatchLocked(Instance* instance, uint64_t now, std::vector<Row>* rows,
                                       uint64_t* wake_ns) {
   *wake_ns = 0;
@@ -336,7 +376,9 @@ void SequenceBatcher::FormBatchLocked(Instance* instance, uint64_t now, std::vec
     FormOldestLocked(instance, now, rows, wake_ns);
   }
   for (Row& row : *rows) {
-    if (row.sequence != nullptr) row.sequence->running = true;
+    if (row.sequence == nullptr) continue;
+    row.sequence->running = true;
+    waiting_.erase(row.request->ticket);
   }
 }
 
@@ -542,11 +584,7 @@ void SequenceBatcher::FinishRowsLocked(const std::vector<Row>& rows, uint64_t no
       SettleLocked(sequence, now);
     }
   }
-  if (stopping_ && DrainedLocked() && !exit_) {
-    exit_ = true;
-    for (auto& instance : instances_) instance->ready.notify_all();
-    reaper_cv_.notify_all();
-  }
+  ExitIfDrainedLocked();
 }
 
 void SequenceBatcher::InstanceLoop(Instance* instance) {

@@ -128,6 +128,11 @@ class SequenceBatcher : public Scheduler {
   // without START for an id that has no sequence; with UNAVAILABLE once
   // stopping. Thread safe; never blocks on inference.
   Status Enqueue(std::unique_ptr<InferRequest>* request) override;
+  // Takes back a request still waiting behind its sequence's running one
+  // (see Scheduler::Cancel). Its START moves to the sequence's next waiting
+  // request and its END to the one before it, when those wait too; a
+  // sequence left with nothing settles as after a completion.
+  bool Cancel(uint64_t ticket) override;
   size_t InflightCount() const override { return inflight_.load(); }
   // Accepted requests all run: sequences with nothing queued are released at
   // once so that the backlog drains too.
@@ -211,6 +216,8 @@ class SequenceBatcher : public Scheduler {
   // Wakes the instance owning `sequence`'s slot if it waits.
   void WakeForLocked(const Sequence* sequence);
   bool DrainedLocked() const;
+  // Once stopping and drained: tells every thread to exit.
+  void ExitIfDrainedLocked();
 
   void Complete(std::vector<RequestPtr>* done);
 
@@ -226,6 +233,8 @@ class SequenceBatcher : public Scheduler {
   std::mutex mu_;
   SequenceList sequences_;                             // guarded by mu_
   std::unordered_map<std::string, Sequence*> mapped_;  // guarded by mu_
+  // Waiting (not running) requests by ticket, for Cancel.
+  std::unordered_map<uint64_t, Sequence*> waiting_;    // guarded by mu_
   std::vector<Sequence*> slots_;                       // guarded by mu_
   std::set<uint32_t> free_slots_;                      // guarded by mu_
   std::deque<Sequence*> backlog_;                      // guarded by mu_

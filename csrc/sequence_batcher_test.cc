@@ -372,6 +372,29 @@ TEST(StartOnAnOpenSequenceRestartsItsState) {
   EXPECT(h.batcher->ActiveSequenceCount() == 0);
 }
 
+TEST(CancelTakesBackAWaitingRequestAndMovesItsEnd) {
+  Harness h;
+  EXPECT(h.Start(MakeConfig(SequenceStrategy::kDirect, 2, false), 1, false, /*gate=*/1).IsOk());
+  EXPECT(h.Send(1, 4, kSequenceStart).IsOk());
+  h.runtimes[0]->WaitEntered();
+  EXPECT(h.Send(2, 4, 0).IsOk());
+  EXPECT(h.Send(3, 4, kSequenceEnd).IsOk());
+  EXPECT(!h.batcher->Cancel(1));    // running: it completes
+  EXPECT(h.batcher->Cancel(3));     // waiting: back, its END to ticket 2
+  EXPECT(!h.batcher->Cancel(3));
+  EXPECT(!h.batcher->Cancel(999));
+  h.runtimes[0]->Open();
+  auto done = Collect(h.completions.get(), 3);
+  EXPECT(done.size() == 3);
+  for (auto& r : done) {
+    EXPECT((r->ticket == 3) == (r->status.Code() == StatusCode::kCancelled));
+  }
+  auto batches = h.runtimes[0]->Batches();
+  EXPECT(batches.size() == 2);
+  if (batches.size() == 2) EXPECT(batches[1][0].ticket == 2 && batches[1][0].end == 1);
+  EXPECT(h.batcher->ActiveSequenceCount() == 0 && h.batcher->InflightCount() == 0);
+}
+
 TEST(StopRunsEverythingAccepted) {
   Harness h;
   EXPECT(h.Start(MakeConfig(SequenceStrategy::kDirect, 1, false)).IsOk());
