@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "status.h"
@@ -46,6 +47,15 @@ struct InferRequest {
   // Queue timeout asked for by the client, microseconds; 0 = none. Honoured
   // only where the model's queue policy allows overrides.
   uint64_t timeout_us = 0;
+
+  // Sequence batching only: the request's correlation id, a number or (when
+  // `correlation_id_is_string`) `correlation_string`, and its
+  // kSequenceStart / kSequenceEnd flags (sequence_batcher.h). 0 and "" mean
+  // none.
+  uint64_t correlation_id = 0;
+  std::string correlation_string;
+  bool correlation_id_is_string = false;
+  uint32_t sequence_flags = 0;
 
   void* payload = nullptr;
   void* result = nullptr;

@@ -444,6 +444,11 @@ Status PythonStubRuntime::RunOnce(Batch* batch, bool* model_raised) {
       message.U32(static_cast<uint32_t>(request->requested_outputs.size()));
       for (uint32_t index : request->requested_outputs) message.Str(config_.outputs[index].name);
     }
+    // Sequence models: what pb_utils.InferenceRequest's correlation_id()
+    // and flags() answer (0, "" and 0 otherwise).
+    message.U64(request->correlation_id_is_string ? 0 : request->correlation_id);
+    message.Str(request->correlation_id_is_string ? request->correlation_string : std::string());
+    message.U32(request->sequence_flags);
   }
   Status sent = Send(message.Finish());
   std::string reply;

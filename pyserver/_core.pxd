@@ -66,6 +66,10 @@ cdef extern from "infer_request.h" namespace "pyserver" nogil:
         uint64_t shape_key
         uint32_t priority
         uint64_t timeout_us
+        uint64_t correlation_id
+        string correlation_string
+        bool correlation_id_is_string
+        uint32_t sequence_flags
         void* payload
         void* result
         vector[uint32_t] requested_outputs
@@ -222,6 +226,57 @@ cdef extern from "dynamic_batcher.h" namespace "pyserver" nogil:
                        unique_ptr[CDynamicBatcher]* batcher)
 
 
+cdef extern from "sequence_batcher.h" namespace "pyserver" nogil:
+    cdef enum class CSequenceStrategy "pyserver::SequenceStrategy"(int):
+        kDirect "pyserver::SequenceStrategy::kDirect"
+        kOldest "pyserver::SequenceStrategy::kOldest"
+
+    cdef enum class CControlKind "pyserver::ControlKind"(int):
+        kStart "pyserver::ControlKind::kStart"
+        kEnd "pyserver::ControlKind::kEnd"
+        kReady "pyserver::ControlKind::kReady"
+        kCorrId "pyserver::ControlKind::kCorrId"
+
+    cdef cppclass CSequenceControl "pyserver::SequenceControl":
+        CControlKind kind
+        uint32_t input_index
+        CDataType type
+        double false_value
+        double true_value
+
+    cdef cppclass CSequenceState "pyserver::SequenceState":
+        uint32_t input_index
+        uint32_t output_index
+        string output_name
+        CDataType type
+        vector[int64_t] dims
+        vector[char] initial
+
+    cdef cppclass CSequenceBatcherConfig "pyserver::SequenceBatcherConfig":
+        string model_name
+        uint32_t max_batch_size
+        CSequenceStrategy strategy
+        uint64_t max_sequence_idle_us
+        uint32_t max_candidate_sequences
+        vector[uint32_t] preferred_batch_sizes
+        uint64_t max_queue_delay_us
+        uint32_t input_count
+        vector[CSequenceControl] controls
+        vector[CSequenceState] states
+
+    const uint32_t kSequenceStart "pyserver::kSequenceStart"
+    const uint32_t kSequenceEnd "pyserver::kSequenceEnd"
+
+    cdef cppclass CSequenceBatcher "pyserver::SequenceBatcher"(CScheduler):
+        @staticmethod
+        CStatus Create(const CSequenceBatcherConfig& config,
+                       vector[unique_ptr[CModelRuntime]] runtimes, CHostMemoryPool* pool,
+                       CCompletionQueue* completions, CModelStats* stats,
+                       unique_ptr[CSequenceBatcher]* batcher)
+        size_t ActiveSequenceCount()
+        size_t BacklogCount()
+
+
 cdef class HostMemoryPool:
     cdef unique_ptr[CHostMemoryPool] pool
 
@@ -273,6 +328,7 @@ cdef class ModelScheduler:
     cdef bint batching
     cdef bint native
     cdef bint retry_failed_batch
+    cdef bint sequence
 
     cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1
     cdef object _describe_native(self, CInferRequest* r, object payload)

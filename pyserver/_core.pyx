@@ -238,6 +238,37 @@ cdef CNativeRuntimeConfig native_config(object config, int device) except *:
                 out.inputs.push_back(spec)
             else:
                 out.outputs.push_back(spec)
+    if config.HasField("sequence_batching"):
+        # A stateful model: a batch must never run twice, and the sequence
+        # batcher's tensors follow the config's (see SequenceBatcherConfig):
+        # control inputs ([1] per batch row), then state inputs; state
+        # outputs follow the outputs.
+        out.retry_failed_batch_per_request = False
+        for control_input in config.sequence_batching.control_input:
+            control = control_input.control[0]
+            spec.name = control_input.name.encode()
+            spec.dims.clear()
+            spec.dims.push_back(1)
+            if control.kind == control.CONTROL_SEQUENCE_CORRID:
+                spec.type = <CDataType><int>control.data_type
+            elif len(control.int32_false_true):
+                spec.type = <CDataType><int>8   # TYPE_INT32
+            elif len(control.fp32_false_true):
+                spec.type = <CDataType><int>11  # TYPE_FP32
+            else:
+                spec.type = <CDataType><int>1   # TYPE_BOOL
+            out.inputs.push_back(spec)
+        for target in (0, 1):
+            for state in config.sequence_batching.state:
+                spec.name = (state.input_name if target == 0 else state.output_name).encode()
+                spec.type = <CDataType><int>state.data_type
+                spec.dims.clear()
+                for dim in state.dims:
+                    spec.dims.push_back(dim)
+                if target == 0:
+                    out.inputs.push_back(spec)
+                else:
+                    out.outputs.push_back(spec)
     return out
 
 
@@ -455,6 +486,63 @@ cdef void _execute_in_python(void* context, CBatch* batch) noexcept nogil:
         _dispatch(<object>context, batch)
 
 
+_CONTROL_KINDS = {"start": CControlKind.kStart, "end": CControlKind.kEnd,
+                  "ready": CControlKind.kReady, "corrid": CControlKind.kCorrId}
+
+
+cdef CSequenceBatcherConfig _sequence_config(dict sequence) except *:
+    """The core's settings from repository.manager's ``_sequence`` dict."""
+    cdef CSequenceBatcherConfig config
+    cdef CSequenceControl control
+    cdef CSequenceState state
+    cdef uint32_t position = sequence["input_count"]
+    config.model_name = sequence["model_name"].encode()
+    config.max_batch_size = sequence["max_batch_size"]
+    config.strategy = CSequenceStrategy.kOldest if sequence["strategy"] == "oldest" \
+        else CSequenceStrategy.kDirect
+    config.max_sequence_idle_us = sequence["max_sequence_idle_microseconds"]
+    config.max_candidate_sequences = sequence["max_candidate_sequences"]
+    for size in sequence["preferred_batch_sizes"]:
+        config.preferred_batch_sizes.push_back(size)
+    config.max_queue_delay_us = sequence["max_queue_delay_microseconds"]
+    config.input_count = sequence["input_count"]
+    for item in sequence["controls"]:
+        control.kind = _CONTROL_KINDS[item["kind"]]
+        control.input_index = position
+        control.type = <CDataType><int>item["data_type"]
+        control.false_value = item["false"]
+        control.true_value = item["true"]
+        config.controls.push_back(control)
+        position += 1
+    for i, item in enumerate(sequence["states"]):
+        state.input_index = position
+        state.output_index = sequence["output_count"] + i
+        state.output_name = item["output_name"].encode()
+        state.type = <CDataType><int>item["data_type"]
+        state.dims.clear()
+        for dim in item["dims"]:
+            state.dims.push_back(dim)
+        state.initial.clear()
+        for byte in item["initial"]:
+            state.initial.push_back(<char>byte)
+        config.states.push_back(state)
+        position += 1
+    return config
+
+
+cdef int _describe_sequence(CInferRequest* r, object payload) except -1:
+    """The request's correlation id and START / END flags."""
+    sequence_id = payload.sequence_id
+    if isinstance(sequence_id, str):
+        r.correlation_id_is_string = True
+        r.correlation_string = sequence_id.encode("utf-8")
+    else:
+        r.correlation_id = sequence_id
+    r.sequence_flags = (kSequenceStart if payload.sequence_start else 0) | \
+        (kSequenceEnd if payload.sequence_end else 0)
+    return 0
+
+
 cdef CQueuePolicy _queue_policy(dict policy):
     cdef CQueuePolicy out
     out.timeout_action = kDelay if policy.get("timeout_action") == "DELAY" else kReject
@@ -487,10 +575,11 @@ cdef class ModelScheduler:
 
     def __cinit__(self, list runtimes, CompletionQueue completions, ModelStats stats,
                   dict batching=None, HostMemoryPool pool=None, tuple input_names=(),
-                  tuple output_names=(), bint retry_failed_batch=True):
+                  tuple output_names=(), bint retry_failed_batch=True, dict sequence=None):
         cdef vector[unique_ptr[CModelRuntime]] native
         cdef unique_ptr[CDirectScheduler] direct
         cdef unique_ptr[CDynamicBatcher] dynamic
+        cdef unique_ptr[CSequenceBatcher] stateful
         cdef CDynamicBatcherConfig config
         cdef NativeRuntime handle
         self.completions = completions
@@ -500,6 +589,7 @@ cdef class ModelScheduler:
         self.output_names = output_names
         self.output_indices = {name: i for i, name in enumerate(output_names)}
         self.batching = batching is not None
+        self.sequence = sequence is not None
         self.retry_failed_batch = retry_failed_batch
         self.native = len(runtimes) > 0 and isinstance(runtimes[0], NativeRuntime)
         self.contexts = []
@@ -516,6 +606,17 @@ cdef class ModelScheduler:
                 self.contexts.append(context)
                 native.push_back(unique_ptr[CModelRuntime](
                     new CCallbackRuntime(_execute_in_python, <void*>context)))
+        if sequence is not None:
+            if not self.native:
+                raise ServerError(Code.INVALID_ARG, "sequence batching needs a model that runs "
+                                  "natively (onnxruntime_onnx, tensorflow or python)")
+            if pool is None:
+                raise ValueError("sequence batching needs a HostMemoryPool")
+            _check(CSequenceBatcher.Create(_sequence_config(sequence), move(native),
+                                           pool.pool.get(), completions.queue.get(),
+                                           &stats.stats, &stateful))
+            self.scheduler.reset(stateful.release())
+            return
         if batching is None:
             _check(CDirectScheduler.Create(move(native), completions.queue.get(),
                                            &stats.stats, &direct))
@@ -547,6 +648,8 @@ cdef class ModelScheduler:
         r.ticket = ticket
         r.batch_size = batch_size
         r.received_ns = received_ns
+        if self.sequence:
+            _describe_sequence(r, payload)
         if self.native:
             held = self._describe_native(r, payload)
         elif self.batching:

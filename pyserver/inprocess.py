@@ -110,7 +110,8 @@ class Server:
         ``inputs`` (name -> numpy array, batch dimension included when the
         model batches), optional ``outputs`` (names or RequestedOutputs;
         none = all) and InferenceRequest's keyword options (``version``,
-        ``id``, ``priority``, ``timeout_us``, ``parameters``)."""
+        ``id``, ``priority``, ``timeout_us``, ``parameters``, and for
+        sequence models ``sequence_id``, ``sequence_start``, ``sequence_end``)."""
         request = _request(request, inputs, outputs, options)
         return self._call(self._running().infer_async(request)).raise_for_error()
 

@@ -15,6 +15,7 @@ import asyncio
 import enum
 import itertools
 import logging
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from pyserver.api.request import LATEST, InferenceRequest
 from pyserver.api.response import InferenceResponse
 from pyserver.api.status import (IndexEntry, ModelMetadata, ModelStatus, TensorMetadata,
                                  VersionStatus)
-from pyserver.errors import Code, ServerError, internal, not_found, unavailable
+from pyserver.api.limits import UINT64_MAX
+from pyserver.errors import Code, ServerError, internal, invalid_arg, not_found, unavailable
 from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
@@ -272,6 +274,8 @@ class InferenceServer:
             if request.shared_memory:  # CUDA inputs: copied once their sizes are checked
                 fetch_cuda_inputs(request, plan.inputs)
             payload = plan.payload(request)
+            if version.sequence:
+                _set_sequence(payload, request)
             key = hit = None
             lookup_ns = -1  # -1: the cache is not consulted
             if version.cache_responses and self.response_cache is not None:
@@ -536,6 +540,20 @@ class _FutureCallback:
 
 _STATE_NAMES = {ss.MODEL_READY: "READY", ss.MODEL_LOADING: "LOADING",
                 ss.MODEL_UNLOADING: "UNLOADING", ss.MODEL_UNAVAILABLE: "UNAVAILABLE"}
+
+
+def _set_sequence(payload, request: InferenceRequest) -> None:
+    """Copies the request's sequence fields to the payload of a sequence
+    model, checked: an id is an int in uint64 range or a str."""
+    sequence_id = request.sequence_id
+    if isinstance(sequence_id, numbers.Integral) and not isinstance(sequence_id, bool):
+        sequence_id = int(sequence_id)  # numpy integers too
+    if not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) or (
+            isinstance(sequence_id, int) and not 0 <= sequence_id <= UINT64_MAX):
+        raise invalid_arg("sequence id must be an unsigned 64-bit integer or a string")
+    payload.sequence_id = sequence_id
+    payload.sequence_start = bool(request.sequence_start)
+    payload.sequence_end = bool(request.sequence_end)
 
 
 def _version_status(name: str, number: int, version: ModelVersion) -> VersionStatus:

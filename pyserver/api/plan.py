@@ -32,9 +32,12 @@ class InferPayload:
     """What a runtime gets: the whole batch of each input, and the output
     names it must produce. The scheduler also reads ``shape_key`` (requests
     with different keys are never batched together), ``priority`` and
-    ``timeout_us`` (the request's queue timeout, 0 = none)."""
+    ``timeout_us`` (the request's queue timeout, 0 = none), and for
+    sequence models ``sequence_id`` (an int or a str; 0 / "" = none),
+    ``sequence_start`` and ``sequence_end``."""
 
-    __slots__ = ("inputs", "outputs", "shape_key", "priority", "timeout_us")
+    __slots__ = ("inputs", "outputs", "shape_key", "priority", "timeout_us", "sequence_id",
+                 "sequence_start", "sequence_end")
 
     def __init__(self, inputs: dict[str, np.ndarray], outputs: list[str], shape_key: int = 0,
                  priority: int = 0, timeout_us: int = 0) -> None:
@@ -43,6 +46,9 @@ class InferPayload:
         self.shape_key = shape_key
         self.priority = priority
         self.timeout_us = timeout_us
+        self.sequence_id: int | str = 0
+        self.sequence_start = False
+        self.sequence_end = False
 
 
 class InputPlan:

@@ -82,6 +82,10 @@ class InferenceRequest:
     in order (v1 gRPC's raw_input). ``id`` is echoed in the response (an
     int must fit in uint64). ``priority`` 0 is the model's default;
     ``timeout_us`` 0 means none. ``parameters`` is kept for the front end.
+    For sequence (stateful) models ``sequence_id`` names the sequence (an
+    int in uint64 range or a str; 0 / "" = none) and ``sequence_start`` /
+    ``sequence_end`` mark its first and last request; other models ignore
+    them.
 
     ``signature``, when given, is a key that is equal for two requests only
     if they differ at most in the values of their data (not in which inputs
@@ -92,14 +96,16 @@ class InferenceRequest:
     ``shared_memory`` reference (the server resolves them only then)."""
 
     __slots__ = ("model", "version", "inputs", "outputs", "id", "priority", "timeout_us",
-                 "batch_size", "input_data", "parameters", "signature", "shared_memory")
+                 "batch_size", "input_data", "parameters", "signature", "shared_memory",
+                 "sequence_id", "sequence_start", "sequence_end")
 
     def __init__(self, model: str, inputs: Sequence[InferInput] | Mapping[str, Any] = (),
                  outputs: Sequence[RequestedOutput | str] = (), *, version: int = LATEST,
                  id: int | str = 0, priority: int = 0, timeout_us: int = 0,
                  batch_size: int | None = None, input_data: Any = None,
                  parameters: dict | None = None, signature: Any = None,
-                 shared_memory: bool = False) -> None:
+                 shared_memory: bool = False, sequence_id: int | str = 0,
+                 sequence_start: bool = False, sequence_end: bool = False) -> None:
         self.model = model
         self.version = version
         if not isinstance(inputs, (list, tuple)) and isinstance(inputs, Mapping):
@@ -117,6 +123,9 @@ class InferenceRequest:
         self.parameters = parameters
         self.signature = signature
         self.shared_memory = shared_memory
+        self.sequence_id = sequence_id
+        self.sequence_start = sequence_start
+        self.sequence_end = sequence_end
 
     def cache_key(self) -> Any:
         """The signature, computed from the request when none was given."""

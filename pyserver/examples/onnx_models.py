@@ -213,3 +213,26 @@ def mlp_reference(
     p = _mlp_params(in_features, hidden, out_features, seed)
     h = np.maximum(np.asarray(x, dtype=np.float32) @ p["W1"] + p["B1"], 0)
     return (h @ p["W2"] + p["B2"]).astype(np.float32)
+
+
+def accumulator(batched: bool = True) -> bytes:
+    """A stateful model for the sequence batcher's implicit state: OUTPUT =
+    STATE_OUT = (START ? 0 : STATE_IN) + INPUT, all INT32 of shape [batch, 1]
+    (or [1]); START is a control input (int32 0/1), STATE_IN / STATE_OUT the
+    state the server keeps per sequence."""
+    shape: list[int | str] = ["batch", 1] if batched else [1]
+    int32 = TensorProto.INT32
+    return _model(
+        "accumulator",
+        [
+            helper.make_node("Sub", ["ONE", "START"], ["KEEP"]),
+            helper.make_node("Mul", ["KEEP", "STATE_IN"], ["KEPT"]),
+            helper.make_node("Add", ["KEPT", "INPUT"], ["SUM"]),
+            helper.make_node("Identity", ["SUM"], ["OUTPUT"]),
+            helper.make_node("Identity", ["SUM"], ["STATE_OUT"]),
+        ],
+        [_value("INPUT", int32, shape), _value("START", int32, shape),
+         _value("STATE_IN", int32, shape)],
+        [_value("OUTPUT", int32, shape), _value("STATE_OUT", int32, shape)],
+        {"ONE": np.array(1, np.int32)},
+    )

@@ -91,3 +91,42 @@ class TritonPythonModel:
     def execute(self, requests):
         return []
 '''
+
+# A stateful model for the sequence batcher: OUTPUT = the running sum of
+# INPUT over the sequence, kept by the model per CORRID (so it works with the
+# direct and the oldest strategy alike). Controls START, END, READY (int32
+# 0/1) and CORRID (uint64) come from the server; READY 0 rows are padding.
+ACCUMULATOR = '''\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.sums = {}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            def value(name):
+                return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            x = value("INPUT").astype(np.int64).reshape(-1)
+            start, end, ready = (int(value(n).reshape(-1)[0]) for n in ("START", "END", "READY"))
+            corrid = int(value("CORRID").reshape(-1)[0])
+            if ready and (request.correlation_id() != corrid or
+                          bool(request.flags() & 1) != bool(start)):
+                raise pb_utils.TritonModelException(
+                    f"request {request.correlation_id()}/{request.flags()} "
+                    f"disagrees with its controls {corrid}/{start}")
+            if not ready:
+                total = np.zeros_like(x)
+            else:
+                total = (0 if start else self.sums.get(corrid, 0)) + x
+                if end:
+                    self.sums.pop(corrid, None)
+                else:
+                    self.sums[corrid] = total
+            out = pb_utils.Tensor("OUTPUT", np.asarray(total, np.int32).reshape(value("INPUT").shape))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+'''

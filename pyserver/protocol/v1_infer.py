@@ -25,6 +25,7 @@ from pyserver.shared_memory import SharedMemoryRef
 
 MAX_CACHED_TEMPLATES = 1024
 _ID_FIELD = re.compile(r"id:\s*([0-9]+)")
+_CORRELATION_FIELD = re.compile(r"correlation_id:\s*([0-9]+)")
 _SPACE = " \t\r\n\f\v"
 _ID_TAG = b"\x28"  # InferResponseHeader.id: field 5, varint
 
@@ -34,7 +35,7 @@ class RequestTemplate:
     but the model, the id and the data."""
 
     __slots__ = ("batch_size", "inputs", "outputs", "priority", "timeout_us", "signature",
-                 "shared_memory")
+                 "shared_memory", "correlation_id", "sequence_start", "sequence_end")
 
     def __init__(self, header: api_pb2.InferRequestHeader, signature) -> None:
         inputs = []
@@ -56,6 +57,10 @@ class RequestTemplate:
         self.outputs = tuple(outputs)
         self.priority = header.priority
         self.timeout_us = header.timeout_microseconds
+        # InferRequestHeader.Flag: SEQUENCE_START = 1, SEQUENCE_END = 2.
+        self.correlation_id = header.correlation_id
+        self.sequence_start = bool(header.flags & 1)
+        self.sequence_end = bool(header.flags & 2)
         self.signature = ("v1", signature)
 
     def request(self, model: str, version: int, request_id: int, data) -> InferenceRequest:
@@ -64,7 +69,21 @@ class RequestTemplate:
         return InferenceRequest(model, self.inputs, self.outputs, version=version, id=request_id,
                                 priority=self.priority, timeout_us=self.timeout_us,
                                 batch_size=self.batch_size, input_data=data,
-                                signature=self.signature, shared_memory=self.shared_memory)
+                                signature=self.signature, shared_memory=self.shared_memory,
+                                sequence_id=self.correlation_id,
+                                sequence_start=self.sequence_start,
+                                sequence_end=self.sequence_end)
+
+    def for_sequence(self, correlation_id: int) -> "RequestTemplate":
+        """This template with another correlation id (a shallow copy): the
+        headers of a sequence's requests share one parsed template."""
+        if correlation_id == self.correlation_id:
+            return self
+        copy = RequestTemplate.__new__(RequestTemplate)
+        for name in RequestTemplate.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy.correlation_id = correlation_id
+        return copy
 
 
 class TemplateCache:
@@ -77,27 +96,56 @@ class TemplateCache:
         """(template, client id) of an NV-InferRequest header. Raises
         ServerError for a malformed header."""
         text, request_id = split_request_id(header_text)
+        text, correlation_id = split_correlation_id(text)
         template = self._templates.get(text)
         if template is None:
             template = RequestTemplate(parse_request_header(text), text)
             self._remember(text, template)
-        return template, request_id
+        return template.for_sequence(correlation_id), request_id
 
     def from_header(self, header: api_pb2.InferRequestHeader) -> RequestTemplate:
         """The template of a gRPC meta_data header. Clears ``header.id``
         (the caller reads it first)."""
         header.id = 0
+        correlation_id = header.correlation_id
+        header.correlation_id = 0
         key = header.SerializeToString()
         template = self._templates.get(key)
         if template is None:
             template = RequestTemplate(header, key)
             self._remember(key, template)
-        return template
+        return template.for_sequence(correlation_id)
 
     def _remember(self, key, template: RequestTemplate) -> None:
         if len(self._templates) >= MAX_CACHED_TEMPLATES:
             self._templates.clear()
         self._templates[key] = template
+
+
+def split_correlation_id(header_text: str) -> tuple[str, int]:
+    """Separates ``correlation_id`` from the rest of an NV-InferRequest (as
+    split_request_id the id), so that a sequence's requests share one
+    template; 0 when there is none. A header naming it twice is left whole,
+    for the parser to refuse."""
+    start = header_text.find("correlation_id:")
+    while start != -1:
+        if (start == 0 or header_text[start - 1] in _SPACE) and \
+                not header_text.count('"', 0, start) % 2:
+            match = _CORRELATION_FIELD.match(header_text, start)
+            if match is None:
+                break
+            digits = match.group(1)
+            correlation_id = int(digits)
+            if correlation_id > UINT64_MAX:
+                raise invalid_arg(f"correlation_id {digits[:24]} is out of range: the largest "
+                                  f"is {UINT64_MAX}")
+            cut = start - 1 if start else 0
+            rest = header_text[:cut] + header_text[match.end():]
+            if "correlation_id" in rest:
+                break
+            return rest, correlation_id
+        start = header_text.find("correlation_id:", start + 15)
+    return header_text, 0
 
 
 def split_request_id(header_text: str) -> tuple[str, int]:

@@ -177,9 +177,18 @@ def request_from_json(doc, binary: memoryview, model: str = "",
         if "binary_data" in out_params:
             binary_outputs[name] = _bool(out_params["binary_data"],
                                          f"output '{name}': parameter 'binary_data'")
+    sequence_id = params.get("sequence_id", 0)
+    if isinstance(sequence_id, bool) or not isinstance(sequence_id, (int, str)) or (
+            isinstance(sequence_id, int) and not 0 <= sequence_id < 2**64):
+        raise invalid_arg("parameter 'sequence_id' must be an unsigned 64-bit integer or a "
+                          "string")
     request = InferenceRequest(model, inputs, outputs, version=version, id=request_id,
                                priority=priority, timeout_us=timeout, parameters=params,
-                               shared_memory=uses_shared_memory)
+                               shared_memory=uses_shared_memory, sequence_id=sequence_id,
+                               sequence_start=_bool(params.get("sequence_start", False),
+                                                    "parameter 'sequence_start'"),
+                               sequence_end=_bool(params.get("sequence_end", False),
+                                                  "parameter 'sequence_end'"))
     return V2Request(request, binary_outputs, binary_default)
 
 
@@ -396,6 +405,12 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
              "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
+def _parameter_value(parameter):
+    """The value of a gRPC InferParameter (None when unset)."""
+    choice = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, choice) if choice else None
+
+
 def request_from_grpc(message) -> V2Request:
     """A ModelInferRequest as the V2Request the HTTP path builds: raw
     contents as binary tensors, typed contents as data lists; every output
@@ -437,8 +452,22 @@ def request_from_grpc(message) -> V2Request:
     params = message.parameters
     priority = params["priority"].uint64_param if "priority" in params else 0
     timeout = params["timeout"].int64_param if "timeout" in params else 0
+    sequence_id: int | str = 0
+    if "sequence_id" in params:
+        sequence_id = _parameter_value(params["sequence_id"])
+        if isinstance(sequence_id, bool) or (isinstance(sequence_id, int) and sequence_id < 0) \
+                or not isinstance(sequence_id, (int, str)):
+            raise invalid_arg("parameter 'sequence_id' must be an unsigned 64-bit integer or "
+                              "a string")
+    flags = []
+    for name in ("sequence_start", "sequence_end"):
+        value = _parameter_value(params[name]) if name in params else False
+        if not isinstance(value, bool):
+            raise invalid_arg(f"parameter '{name}' must be a bool_param")
+        flags.append(value)
     request = InferenceRequest(message.model_name, inputs, outputs,
                                version=parse_version(message.model_version), id=message.id,
                                priority=priority, timeout_us=timeout,
-                               shared_memory=uses_shared_memory)
+                               shared_memory=uses_shared_memory, sequence_id=sequence_id,
+                               sequence_start=flags[0], sequence_end=flags[1])
     return V2Request(request, {}, True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from pyserver.errors import ServerError, invalid_arg
+from pyserver.tensors import element_size
 from pyserver.protos.model_config_pb2 import (
     DataType,
     ModelConfig,
@@ -41,6 +42,11 @@ ENSEMBLE_PLATFORM = "ensemble"
 PLATFORMS: tuple[str, ...] = (*DEFAULT_MODEL_FILENAMES, ENSEMBLE_PLATFORM)
 
 DEFAULT_PREFERRED_BATCH_SIZES: tuple[int, ...] = (4, 8)
+DEFAULT_MAX_SEQUENCE_IDLE_US = 1_000_000
+INITIAL_STATE_FOLDER = "initial_state"
+# Types a CONTROL_SEQUENCE_CORRID input may have.
+CORRID_TYPES = (DataType.TYPE_UINT64, DataType.TYPE_INT64, DataType.TYPE_UINT32,
+                DataType.TYPE_INT32, DataType.TYPE_STRING)
 
 _GPU_FREE_KINDS = {
     ModelInstanceGroup.KIND_CPU: "KIND_CPU",
@@ -110,6 +116,15 @@ def normalize(config: ModelConfig, gpu_count: int = 0) -> ModelConfig:
     if out.HasField("dynamic_batching") and not out.dynamic_batching.preferred_batch_size:
         sizes = [s for s in DEFAULT_PREFERRED_BATCH_SIZES if out.max_batch_size >= s]
         out.dynamic_batching.preferred_batch_size.extend(sizes)
+    if out.HasField("sequence_batching"):
+        seq = out.sequence_batching
+        if seq.max_sequence_idle_microseconds == 0:
+            seq.max_sequence_idle_microseconds = DEFAULT_MAX_SEQUENCE_IDLE_US
+        if seq.WhichOneof("strategy_choice") is None:
+            seq.direct.SetInParent()
+        if seq.WhichOneof("strategy_choice") == "oldest" and \
+                seq.oldest.max_candidate_sequences == 0:
+            seq.oldest.max_candidate_sequences = max(out.max_batch_size, 1)
     return out
 
 
@@ -203,6 +218,100 @@ def _cache_errors(config: ModelConfig) -> Iterator[str]:
                "cache for this model")
 
 
+def _control_errors(control_input, kind_names: set[str]) -> Iterator[str]:
+    """Problems with one sequence_batching control_input."""
+    name = control_input.name
+    if len(control_input.control) != 1:
+        yield f"sequence batching control input '{name}' must carry exactly one control"
+        return
+    control = control_input.control[0]
+    kind = control.Kind.Name(control.kind)
+    if kind in kind_names:
+        yield f"sequence batching specifies multiple {kind} tensors"
+    kind_names.add(kind)
+    pairs = [field for field in ("int32_false_true", "fp32_false_true", "bool_false_true")
+             if len(getattr(control, field))]
+    if control.kind == control.CONTROL_SEQUENCE_CORRID:
+        if pairs:
+            yield f"sequence batching control '{name}' ({kind}) takes a data_type, not {pairs[0]}"
+        if control.data_type not in CORRID_TYPES:
+            yield (f"sequence batching control '{name}' ({kind}) must have data_type "
+                   f"TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 or TYPE_STRING")
+        return
+    if len(pairs) != 1:
+        yield (f"sequence batching control '{name}' ({kind}) must specify exactly one of "
+               f"int32_false_true, fp32_false_true and bool_false_true")
+    elif len(getattr(control, pairs[0])) != 2:
+        yield (f"sequence batching control '{name}' ({kind}): {pairs[0]} must have two "
+               f"entries, false then true")
+
+
+def _state_errors(state, tensor_names: set[str], model_dir: Path) -> Iterator[str]:
+    """Problems with one sequence_batching state."""
+    for field in ("input_name", "output_name"):
+        name = getattr(state, field)
+        if not name:
+            yield f"sequence batching state must have an {field}"
+        elif name in tensor_names:
+            yield (f"sequence batching state tensor '{name}' must not be listed among the "
+                   f"model's inputs, outputs or control inputs")
+        tensor_names.add(name)
+    if state.data_type in (DataType.TYPE_INVALID, DataType.TYPE_STRING) or \
+            state.data_type not in DataType.values():
+        yield f"sequence batching state '{state.input_name}' needs a fixed-size data_type"
+    if not state.dims or any(d < 1 for d in state.dims):
+        yield (f"sequence batching state '{state.input_name}' needs fixed dims (each > 0), "
+               f"got {list(state.dims)}")
+    if state.use_growable_memory:
+        yield f"sequence batching state '{state.input_name}': use_growable_memory needs CUDA"
+    if len(state.initial_state) > 1:
+        yield f"sequence batching state '{state.input_name}' may have one initial_state"
+    for initial in state.initial_state:
+        if initial.data_type != state.data_type or list(initial.dims) != list(state.dims):
+            yield (f"initial_state of state '{state.input_name}' must have the state's "
+                   f"data_type and dims")
+        if initial.WhichOneof("state_data") is None:
+            yield f"initial_state of state '{state.input_name}' needs zero_data or data_file"
+        if initial.WhichOneof("state_data") == "data_file":
+            path = Path(model_dir) / INITIAL_STATE_FOLDER / initial.data_file
+            count = _element_count(state.dims) or 0
+            expected = count * element_size(state.data_type)
+            if not path.is_file():
+                yield f"initial_state data_file {path} does not exist"
+            elif path.stat().st_size != expected:
+                yield (f"initial_state data_file {path} has {path.stat().st_size} bytes, "
+                       f"the state needs {expected}")
+
+
+def _sequence_errors(config: ModelConfig, model_dir: Path) -> Iterator[str]:
+    """Problems with sequence_batching."""
+    if not config.HasField("sequence_batching"):
+        return
+    seq = config.sequence_batching
+    if seq.iterative_sequence:
+        yield "sequence batching: iterative_sequence is not supported"
+    tensor_names = {t.name for t in config.input} | {t.name for t in config.output}
+    kinds: set[str] = set()
+    for control_input in seq.control_input:
+        if not control_input.name:
+            yield "sequence batching control input must have a name"
+        elif control_input.name in tensor_names:
+            yield (f"sequence batching control input '{control_input.name}' must not be "
+                   f"listed among the model's inputs: the server provides it")
+        tensor_names.add(control_input.name)
+        yield from _control_errors(control_input, kinds)
+    for state in seq.state:
+        yield from _state_errors(state, tensor_names, model_dir)
+    if seq.WhichOneof("strategy_choice") == "oldest":
+        oldest = seq.oldest
+        if oldest.max_candidate_sequences < 0:
+            yield "sequence batching oldest: max_candidate_sequences must be >= 0"
+        for size in oldest.preferred_batch_size:
+            if not 0 < size <= max(config.max_batch_size, 1):
+                yield (f"sequence batching oldest: preferred_batch_size {size} must be > 0 "
+                       f"and <= max_batch_size {config.max_batch_size}")
+
+
 def _policy_errors(config: ModelConfig) -> Iterator[str]:
     """Problems with the version policy."""
     policy = config.version_policy
@@ -220,6 +329,7 @@ def _config_errors(config: ModelConfig, model_dir: Path, gpu_count: int) -> Iter
         yield f"unknown platform '{config.platform}'; expected one of {', '.join(PLATFORMS)}"
     yield from _batching_errors(config)
     yield from _cache_errors(config)
+    yield from _sequence_errors(config, model_dir)
     yield from _tensor_list_errors("input", config.input)
     yield from _tensor_list_errors("output", config.output)
     yield from _label_errors(config, model_dir)

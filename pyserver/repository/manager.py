@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pyserver.errors import Code, ServerError, not_found, unavailable
 from pyserver.protos import model_config_pb2 as mc
 from pyserver.protos import server_status_pb2 as ss
 from pyserver.repository import config as cfg
+from pyserver.tensors import element_size
 
 log = logging.getLogger("pyserver.repository")
 
@@ -52,9 +54,12 @@ class ModelVersion:
     # Called with the version once it is UNLOADING, before it drains.
     on_unload: Callable[["ModelVersion"], None] | None = None
     cache_responses: bool = field(init=False)  # config: response_cache { enable: true }
+    # Scheduled by the sequence batcher: requests carry a correlation id.
+    sequence: bool = False
 
     def __post_init__(self) -> None:
-        self.cache_responses = self.config.response_cache.enable
+        self.cache_responses = self.config is not None and self.config.response_cache.enable
+        self.sequence = self.config is not None and self.config.HasField("sequence_batching")
 
     def unload(self) -> None:
         """Finishes accepted requests, then releases the runtimes. Blocks."""
@@ -286,8 +291,10 @@ class RepositoryManager:
             entry.scheduler = _core.ModelScheduler(
                 entry.runtimes, self._completions, entry.stats, batching=_batching(config),
                 pool=self._pool, input_names=tuple(i.name for i in config.input),
-                output_names=tuple(o.name for o in config.output),
-                retry_failed_batch=_core.retry_failed_batch(config))
+                output_names=tuple(o.name for o in config.output) + tuple(
+                    s.output_name for s in config.sequence_batching.state),
+                retry_failed_batch=_core.retry_failed_batch(config),
+                sequence=_sequence(config, path))
         except Exception as exc:
             reason = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
             log.error("%s version %d failed to load: %s", model.name, version, reason)
@@ -344,6 +351,52 @@ def _batching(config: mc.ModelConfig) -> dict | None:
             "default_queue_policy": policy(db.default_queue_policy),
             "priority_queue_policy": {level: policy(p)
                                       for level, p in db.priority_queue_policy.items()}}
+
+
+def _sequence(config: mc.ModelConfig, model_dir: Path) -> dict | None:
+    """The core's sequence batcher settings, or None. Control inputs and
+    state inputs follow the config's inputs, in this order; state outputs
+    follow its outputs."""
+    if not config.HasField("sequence_batching"):
+        return None
+    seq = config.sequence_batching
+    kinds = {mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START: "start",
+             mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END: "end",
+             mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_READY: "ready",
+             mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID: "corrid"}
+    controls = []
+    for control_input in seq.control_input:
+        control = control_input.control[0]
+        if control.kind == control.CONTROL_SEQUENCE_CORRID:
+            data_type, values = control.data_type, (0, 0)
+        elif len(control.int32_false_true):
+            data_type, values = mc.TYPE_INT32, tuple(control.int32_false_true)
+        elif len(control.fp32_false_true):
+            data_type, values = mc.TYPE_FP32, tuple(control.fp32_false_true)
+        else:
+            data_type, values = mc.TYPE_BOOL, tuple(float(v) for v in control.bool_false_true)
+        controls.append({"name": control_input.name, "kind": kinds[control.kind],
+                         "data_type": data_type, "false": values[0], "true": values[1]})
+    states = []
+    for state in seq.state:
+        size = math.prod(state.dims) * element_size(state.data_type)
+        initial = bytes(size)
+        for init in state.initial_state:
+            if init.WhichOneof("state_data") == "data_file":
+                initial = (model_dir / cfg.INITIAL_STATE_FOLDER / init.data_file).read_bytes()
+        states.append({"input_name": state.input_name, "output_name": state.output_name,
+                       "data_type": state.data_type, "dims": list(state.dims),
+                       "initial": initial})
+    choice = seq.WhichOneof("strategy_choice")
+    oldest = seq.oldest
+    return {"model_name": config.name, "strategy": choice or "direct",
+            "max_batch_size": config.max_batch_size,
+            "max_sequence_idle_microseconds": seq.max_sequence_idle_microseconds,
+            "max_candidate_sequences": oldest.max_candidate_sequences,
+            "preferred_batch_sizes": sorted(oldest.preferred_batch_size),
+            "max_queue_delay_microseconds": oldest.max_queue_delay_microseconds,
+            "input_count": len(config.input), "output_count": len(config.output),
+            "controls": controls, "states": states}
 
 
 def _fingerprint(path: Path) -> tuple:

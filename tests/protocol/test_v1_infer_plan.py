@@ -181,3 +181,32 @@ def test_nv_status_text_parses_back():
     status = text_format.Parse(text, rs.RequestStatus())
     assert status.code == rs.NOT_FOUND and status.msg == 'model "x" \n missing'
     assert status.request_id == 12 and "\n" not in text
+
+
+def test_a_sequences_headers_share_one_template():
+    cache = v1_infer.TemplateCache()
+    first, _ = cache.from_text(header(extra="correlation_id: 7 flags: 1"))
+    second, _ = cache.from_text(header(extra="correlation_id: 8 flags: 1"))
+    assert (first.correlation_id, second.correlation_id) == (7, 8)
+    assert first.signature == second.signature
+    request = second.request("m", LATEST, 0, b"")
+    assert (request.sequence_id, request.sequence_start, request.sequence_end) == (8, True, False)
+
+
+def test_correlation_id_given_twice_is_malformed():
+    assert code_of(lambda: v1_infer.TemplateCache().from_text(
+        header(extra="correlation_id: 3 correlation_id: 4"))) == Code.INVALID_ARG
+
+
+def test_correlation_id_beyond_uint64_is_invalid():
+    assert code_of(lambda: v1_infer.TemplateCache().from_text(
+        header(extra=f"correlation_id: {2**64}"))) == Code.INVALID_ARG
+
+
+def test_grpc_header_correlation_id_is_kept_out_of_the_key():
+    cache = v1_infer.TemplateCache()
+    one = api_pb2.InferRequestHeader(batch_size=1, correlation_id=11, flags=3)
+    two = api_pb2.InferRequestHeader(batch_size=1, correlation_id=12, flags=3)
+    first, second = cache.from_header(one), cache.from_header(two)
+    assert (first.correlation_id, second.correlation_id) == (11, 12)
+    assert first.signature == second.signature

@@ -553,3 +553,80 @@ def test_example_versioned_model_serves_all_versions(example_store: Path) -> Non
 def test_example_classifier_has_ten_labels(example_store: Path) -> None:
     model_dir = example_store / "classifier"
     assert len(load_labels(model_dir, load_config(model_dir))["OUTPUT"]) == 10
+
+
+# -- sequence_batching --------------------------------------------------------------
+
+def control(name: str, kind: str, values: str = "int32_false_true: [ 0, 1 ]") -> str:
+    return f'{{ name: "{name}" control [ {{ kind: CONTROL_SEQUENCE_{kind} {values} }} ] }}'
+
+
+def sequence(*controls: str, extra: str = "") -> str:
+    return f"sequence_batching {{ control_input [ {', '.join(controls)} ] {extra} }}"
+
+
+def test_sequence_batching_defaults_are_filled(tmp_path: Path) -> None:
+    config = load(tmp_path, extra=sequence(control("START", "START")))
+    assert config.sequence_batching.max_sequence_idle_microseconds == 1_000_000
+    assert config.sequence_batching.WhichOneof("strategy_choice") == "direct"
+    oldest = load(tmp_path / "o", extra=sequence(control("START", "START"), extra="oldest { }"))
+    assert oldest.sequence_batching.oldest.max_candidate_sequences == 8  # max_batch_size
+
+
+def test_sequence_batching_takes_every_control_kind_and_state(tmp_path: Path) -> None:
+    state = ('state [ { input_name: "S_IN" output_name: "S_OUT" data_type: TYPE_FP32 '
+             'dims: [ 2 ] initial_state { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true '
+             'name: "z" } } ] oldest { max_candidate_sequences: 4 preferred_batch_size: [ 2 ] }')
+    config = load(tmp_path, extra=sequence(
+        control("START", "START"), control("END", "END", "fp32_false_true: [ 0, 1 ]"),
+        control("READY", "READY", "bool_false_true: [ false, true ]"),
+        control("CORRID", "CORRID", "data_type: TYPE_STRING"), extra=state))
+    seq = config.sequence_batching
+    assert list(seq.control_input[2].control[0].bool_false_true) == [False, True]
+    assert seq.state[0].initial_state[0].WhichOneof("state_data") == "zero_data"
+
+
+def test_control_input_listed_among_inputs_is_rejected(tmp_path: Path) -> None:
+    message = load_error(tmp_path, extra=sequence(control("IN", "START"))).message
+    assert "control input 'IN' must not be listed among the model's inputs" in message
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ("", "exactly one of int32_false_true, fp32_false_true and bool_false_true"),
+    ("int32_false_true: [ 1 ]", "must have two entries"),
+    ("int32_false_true: [ 0, 1 ] fp32_false_true: [ 0, 1 ]", "exactly one of"),
+])
+def test_boolean_control_needs_one_false_true_pair(tmp_path: Path, values: str,
+                                                   fragment: str) -> None:
+    assert fragment in load_error(tmp_path, extra=sequence(control("S", "START", values))).message
+
+
+def test_corrid_control_needs_an_id_type(tmp_path: Path) -> None:
+    message = load_error(tmp_path, extra=sequence(
+        control("C", "CORRID", "data_type: TYPE_FP32"))).message
+    assert "must have data_type TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32" in message
+
+
+def test_duplicate_control_kind_is_rejected(tmp_path: Path) -> None:
+    message = load_error(tmp_path, extra=sequence(control("A", "START"),
+                                                  control("B", "START"))).message
+    assert "multiple CONTROL_SEQUENCE_START tensors" in message
+
+
+def test_state_needs_fixed_dims_and_a_matching_data_file(tmp_path: Path) -> None:
+    variable = ('state [ { input_name: "S_IN" output_name: "S_OUT" data_type: TYPE_FP32 '
+                'dims: [ -1 ] } ]')
+    assert "needs fixed dims" in load_error(
+        tmp_path, extra=sequence(control("S", "START"), extra=variable)).message
+    from_file = ('state [ { input_name: "S_IN" output_name: "S_OUT" data_type: TYPE_FP32 '
+                 'dims: [ 2 ] initial_state { data_type: TYPE_FP32 dims: [ 2 ] '
+                 'data_file: "init.bin" name: "f" } } ]')
+    text = config_text(extra=sequence(control("S", "START"), extra=from_file))
+    model_dir = write_model(tmp_path / "file", text)
+    (model_dir / "initial_state").mkdir()
+    (model_dir / "initial_state" / "init.bin").write_bytes(b"\0" * 4)
+    with pytest.raises(ServerError) as info:
+        load_config(model_dir)
+    assert "has 4 bytes, the state needs 8" in info.value.message
+    (model_dir / "initial_state" / "init.bin").write_bytes(b"\0" * 8)
+    assert load_config(model_dir).sequence_batching.state[0].input_name == "S_IN"

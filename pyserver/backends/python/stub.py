@@ -144,7 +144,10 @@ def read_requests(message: Message, inputs: SharedRegion) -> list:
                 array = np.frombuffer(view, dtype=NUMPY_DTYPES[data_type]).reshape(shape)
             tensors.append(pb_utils.Tensor(name, array))
         wanted = [message.text() for _ in range(message.u32())]
-        requests.append(pb_utils.InferenceRequest(tensors, requested_output_names=wanted))
+        correlation_id, correlation_text, flags = message.u64(), message.text(), message.u32()
+        requests.append(pb_utils.InferenceRequest(
+            tensors, requested_output_names=wanted, flags=flags,
+            correlation_id=correlation_text if correlation_text else correlation_id))
     return requests
 
 
