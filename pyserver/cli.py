@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-timeout-secs", type=_non_negative, default=30.0, metavar="SECS",
                    help="once the listeners are closed, wait this long for the requests in "
                         "flight; those left are answered UNAVAILABLE")
+    p.add_argument("--frontend-workers", type=_worker_count, default=1, metavar="N|auto",
+                   help="HTTP/gRPC front-end processes (auto: one per core this process may "
+                        "use); above 1 they share the ports and hand requests to this "
+                        "process, which holds the models, through shared memory")
     p.add_argument("--event-loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
                    help="event loop: the standard one, uvloop (if installed), or auto "
                         "(uvloop when installed)")
@@ -207,6 +212,19 @@ def _cache_config(text: str) -> int:
         raise argparse.ArgumentTypeError(f"the local cache has no setting '{key}': it takes "
                                          f"only size")
     return _byte_count(value)
+
+
+def _worker_count(text: str) -> int:
+    if text == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1)
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got '{text}'") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 workers, got {count}")
+    return count
 
 
 def _milliseconds(text: str) -> float:
@@ -442,13 +460,27 @@ async def run(args: argparse.Namespace) -> int:
         log.error("exiting: some models failed to load (use --exit-on-error=false to serve the rest)")
         await server.shutdown()
         return 1
-    endpoints = Endpoints()
-    try:
-        await endpoints.start(server, args, http_tls, grpc_tls)
-    except OSError as exc:
-        log.error("exiting: %s", exc)
-        await endpoints.stop(server)
-        return 1
+    workers = None
+    if args.frontend_workers > 1:
+        endpoints = Endpoints(announce=False)
+        try:
+            workers = await _start_workers(server, args, http_tls, grpc_tls)
+            await endpoints.start_metrics(server, args)
+        except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+            log.error("exiting: %s", exc or "front-end workers did not start in time")
+            if workers is not None:
+                workers.begin_stop()
+                await workers.wait_stopped(5.0)
+            await endpoints.stop(server)
+            return 1
+    else:
+        endpoints = Endpoints()
+        try:
+            await endpoints.start(server, args, http_tls, grpc_tls)
+        except OSError as exc:
+            log.error("exiting: %s", exc)
+            await endpoints.stop(server)
+            return 1
     server.mark_ready()
 
     signals = _ShutdownSignals(server)
@@ -469,7 +501,11 @@ async def run(args: argparse.Namespace) -> int:
             pass
 
     log.info("shutting down: refusing new requests, draining those in flight")
+    if workers is not None:
+        workers.begin_stop()
     report = await endpoints.stop(server)
+    if workers is not None:
+        await workers.wait_stopped(GRPC_FLUSH_SECS * 2 + 5.0)
     if report.clean:
         log.info("server stopped")
         return 0
@@ -523,6 +559,8 @@ class Endpoints:
     """The listeners of one server: v1 HTTP, and gRPC and metrics where
     allowed."""
 
+    reuse_port: bool = False  # a front-end worker: the HTTP and gRPC ports are shared
+    announce: bool = True  # log what started (a worker leaves that to the engine)
     http_server: asyncio.AbstractServer | None = None
     http_connections: set = field(default_factory=set)
     grpc_server: grpc.aio.Server | None = None
@@ -540,19 +578,26 @@ class Endpoints:
         app = HttpRouter(V1HttpApi(server), V2HttpApi(server))
         self.http_server = await serve_http(
             app, args.http_address, args.http_port, limits, self.http_connections,
-            args.http_parser, tls=http_tls.server_context() if http_tls else None)
-        log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,
-                 server.version, server.options.model_store)
-        log.info("Started HTTPService at %s:%d%s", args.http_address, args.http_port,
-                 _tls_note(http_tls))
+            args.http_parser, tls=http_tls.server_context() if http_tls else None,
+            reuse_port=self.reuse_port)
+        if self.announce:
+            log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,
+                     server.version, server.options.model_store)
+            log.info("Started HTTPService at %s:%d%s", args.http_address, args.http_port,
+                     _tls_note(http_tls))
         if args.allow_grpc:
             handlers = (V1GrpcService(server).rpc_handler(), V2GrpcService(server).rpc_handler())
             self.grpc_server = await serve_grpc(handlers,
                                                 args.grpc_address, args.grpc_port,
                                                 limits=_grpc_limits(args, open_files),
-                                                tls=grpc_tls)
-            log.info("Started GRPCService at %s:%d%s", args.grpc_address, args.grpc_port,
-                     _tls_note(grpc_tls))
+                                                tls=grpc_tls, reuse_port=self.reuse_port)
+            if self.announce:
+                log.info("Started GRPCService at %s:%d%s", args.grpc_address, args.grpc_port,
+                         _tls_note(grpc_tls))
+        await self.start_metrics(server, args)
+
+    async def start_metrics(self, server: InferenceServer, args: argparse.Namespace) -> None:
+        """Binds the metrics listener, where allowed."""
         if args.allow_metrics:
             registry = metrics.build_registry(server, gpu_metrics=args.allow_gpu_metrics)
             self.metrics_server = await serve_http(
@@ -594,6 +639,42 @@ class Endpoints:
         return report
 
 
+async def _start_workers(server: InferenceServer, args: argparse.Namespace,
+                         http_tls: TlsMaterial | None,
+                         grpc_tls: TlsMaterial | None) -> "WorkerPool":
+    """Starts ``--frontend-workers`` processes on the HTTP and gRPC ports
+    (first checked free: the workers share them with each other only) and
+    waits until each listens."""
+    from pyserver.workers.pool import WorkerPool
+    ports = [(args.http_address, args.http_port)]
+    if args.allow_grpc:
+        ports.append((args.grpc_address, args.grpc_port))
+    for address, port in ports:
+        _check_port_free(address, port)
+    pool = WorkerPool(server, args.frontend_workers, args.argv)
+    await pool.start()
+    log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,
+             server.version, server.options.model_store)
+    log.info("Started HTTPService at %s:%d%s (%d front-end workers)", args.http_address,
+             args.http_port, _tls_note(http_tls), args.frontend_workers)
+    if args.allow_grpc:
+        log.info("Started GRPCService at %s:%d%s (%d front-end workers)", args.grpc_address,
+                 args.grpc_port, _tls_note(grpc_tls), args.frontend_workers)
+    return pool
+
+
+def _check_port_free(address: str, port: int) -> None:
+    """Raises OSError when another process holds ``address:port``."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") \
+                from None
+
+
 def _tls_note(tls: TlsMaterial | None) -> str:
     if tls is None:
         return ""
@@ -619,12 +700,13 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     process_limits.rate_limit_repeated_logs()
     try:
-        return _run_with_loop(run(args), args.event_loop)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        return run_with_loop(run(args), args.event_loop)
     except KeyboardInterrupt:
         return 130
 
 
-def _run_with_loop(main_coroutine, choice: str) -> int:
+def run_with_loop(main_coroutine, choice: str) -> int:
     """asyncio.run on uvloop when asked for, or when 'auto' finds it."""
     if choice in ("auto", "uvloop"):
         try:

@@ -37,12 +37,12 @@ class GrpcLimits:
     handshake_timeout_secs: float = 30.0   # TCP accepted to HTTP/2 SETTINGS (TLS included)
 
 
-def grpc_options(limits: GrpcLimits) -> list[tuple[str, int]]:
+def grpc_options(limits: GrpcLimits, reuse_port: bool = False) -> list[tuple[str, int]]:
     """The grpc core channel arguments that enforce ``limits``."""
     options = [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
         ("grpc.keepalive_time_ms", int(limits.keepalive_time_secs * 1000)),
         ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_secs * 1000)),
@@ -86,16 +86,18 @@ class GrpcBindError(OSError):
 async def serve_grpc(handler: grpc.GenericRpcHandler | tuple, address: str, port: int,
                      max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                      limits: GrpcLimits | None = None,
-                     tls: TlsMaterial | None = None) -> grpc.aio.Server:
+                     tls: TlsMaterial | None = None,
+                     reuse_port: bool = False) -> grpc.aio.Server:
     """Starts serving ``handler`` (one, or a tuple of them) on ``address:port``; returns the started
     server. ``limits`` (default: GrpcLimits with ``max_message_bytes``)
     bound messages, calls, streams and connections; with ``tls`` the port
     speaks TLS only (checked material: see pyserver.tls). Raises GrpcBindError when
-    the port is taken: SO_REUSEPORT is off, so two servers never share one
-    port silently."""
+    the port is taken: SO_REUSEPORT is off unless ``reuse_port`` (the
+    front-end workers of one server share the port on purpose), so two
+    servers never share one port silently."""
     if limits is None:
         limits = GrpcLimits(max_message_bytes=max_message_bytes)
-    server = grpc.aio.server(options=grpc_options(limits),
+    server = grpc.aio.server(options=grpc_options(limits, reuse_port),
                              maximum_concurrent_rpcs=limits.max_concurrent_rpcs or None)
     server.add_generic_rpc_handlers(handler if isinstance(handler, tuple) else (handler,))
     target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

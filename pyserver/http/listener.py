@@ -27,7 +27,8 @@ def connection_class(parser: str) -> type[HttpConnection]:
 
 async def serve_http(app: HttpApp, host: str, port: int, limits: HttpLimits, connections: set,
                      parser: str = "httptools",
-                     tls: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+                     tls: ssl.SSLContext | None = None,
+                     reuse_port: bool = False) -> asyncio.AbstractServer:
     """Starts listening; returns the asyncio server. ``connections`` collects
     the open connections (for a graceful shutdown); their timeouts are
     checked by a sweep that runs for as long as the event loop does.
@@ -35,10 +36,13 @@ async def serve_http(app: HttpApp, host: str, port: int, limits: HttpLimits, con
     closed as soon as they are accepted. With ``tls``, each connection is
     upgraded to TLS after it is accepted and counted (HttpConnection), so
     handshakes count against the limit and the header timeout; over the
-    limit a TLS connection is closed without an answer."""
+    limit a TLS connection is closed without an answer. ``reuse_port``
+    sets SO_REUSEPORT: the front-end workers of one server share the port
+    (the kernel spreads connections over them)."""
     cls = connection_class(parser)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: cls(app, limits, connections, tls), host, port,
-                                      reuse_address=True, backlog=1024)
+                                      reuse_address=True, reuse_port=reuse_port or None,
+                                      backlog=1024)
     TimeoutSweep(connections, limits).start()
     return server
