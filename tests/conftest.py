@@ -32,6 +32,8 @@ from pyserver.protos import (api_pb2, grpc_service_pb2, grpc_service_pb2_grpc, r
 HOST = "127.0.0.1"
 # The HTTP parser under test: tests/run.py runs the HTTP tests once per parser.
 HTTP_PARSER = os.environ.get("PYSERVER_TEST_HTTP_PARSER", "httptools")
+# The suite's second configuration: every server with this many front-end workers.
+FRONTEND_WORKERS = int(os.environ.get("PYSERVER_TEST_FRONTEND_WORKERS", "1"))
 START_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 20.0
 
@@ -86,7 +88,11 @@ class ServerProcess:
                         f"--http-parser={HTTP_PARSER}",
                         f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
                         f"--metrics-address={HOST}", f"--metrics-port={self.metrics_port}",
-                        f"--repository-poll-secs={poll_secs}", *args]
+                        f"--repository-poll-secs={poll_secs}",
+                        *([f"--frontend-workers={FRONTEND_WORKERS}"]
+                          if FRONTEND_WORKERS > 1 and not any(
+                              a.startswith("--frontend-workers") for a in args) else []),
+                        *args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command, cwd=self.workdir, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
