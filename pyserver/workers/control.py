@@ -12,11 +12,14 @@ engine's ``CALLS`` table, nothing else.
 from __future__ import annotations
 
 import asyncio
+import io
 import pickle
 import socket
 import struct
 import threading
 from typing import Any
+
+from google.protobuf import descriptor_pool, message, message_factory
 
 from pyserver.errors import Code, ServerError
 
@@ -24,9 +27,30 @@ _LENGTH = struct.Struct("<I")
 MAX_FRAME = 1 << 30
 
 
-def frame(message: tuple) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
+def _load_proto(full_name: str, data: bytes) -> message.Message:
+    descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+    return message_factory.GetMessageClass(descriptor).FromString(data)
+
+
+class _Pickler(pickle.Pickler):
+    """Protobuf messages travel as their type name and wire bytes (their
+    generated modules are not importable by pickle's module path)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, message.Message):
+            return _load_proto, (obj.DESCRIPTOR.full_name, obj.SerializeToString())
+        return NotImplemented
+
+
+def frame(content: tuple) -> bytes:
+    out = io.BytesIO()
+    out.write(b"\0\0\0\0")
+    _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(content)
+    data = out.getbuffer()
+    _LENGTH.pack_into(data, 0, len(data) - _LENGTH.size)
+    result = bytes(data)
+    data.release()
+    return result
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple | None:
@@ -66,8 +90,10 @@ class SyncCaller:
     safe (one call at a time). Raises ServerError as the engine did, and
     ServerError(UNAVAILABLE) when the engine is gone."""
 
+    TIMEOUT_SECS = 30.0  # the engine answers these at once; beyond this it is stuck
+
     def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
+        sock.settimeout(self.TIMEOUT_SECS)
         self.sock = sock
         self._lock = threading.Lock()
         self._ids = 0

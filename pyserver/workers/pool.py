@@ -221,7 +221,11 @@ class WorkerLink:
             if work is None:
                 writer.write(frame((call_id, False, (int(Code.INTERNAL), "unknown call"))))
                 continue
-            writer.write(frame(_answer(call_id, work, args)))
+            try:
+                writer.write(frame(_answer(call_id, work, args)))
+            except Exception:  # an answer that does not pickle: a fault of ours
+                log.exception("answering a worker's '%s' call failed", name)
+                writer.write(frame((call_id, False, (int(Code.INTERNAL), "internal error"))))
         writer.close()
         self.lost("its control channel closed")
 
