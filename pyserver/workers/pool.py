@@ -23,7 +23,7 @@ from pyserver.server import InferenceServer
 from pyserver.shared_memory import CudaRegion, SystemRegion
 from pyserver.workers import hop
 from pyserver.workers.control import frame, read_frame
-from pyserver.workers.ring import Doorbell, RingReader, RingWriter, SharedRegion
+from pyserver.workers.ring import Announcer, Doorbell, RingReader, RingWriter, SharedRegion
 
 log = logging.getLogger("pyserver.workers")
 
@@ -116,7 +116,8 @@ class WorkerLink:
         self._worker_sockets = (worker_bell, worker_sync, worker_control)
         self.handles: dict[int, Any] = {}
         self.backlog: deque = deque()
-        self._ring_scheduled = False
+        self.announcer = Announcer(self.loop, self.doorbell,
+                                   lambda: (self.responses.tail, self.requests.head))
         self.closed = False
         self.listening = self.loop.create_future()
         self.proc: subprocess.Popen | None = None
@@ -152,7 +153,7 @@ class WorkerLink:
         backlog = self.backlog
         while backlog and self.responses.write(*backlog[0]):
             backlog.popleft()
-        self._schedule_ring()
+        self.announcer.schedule()
 
     def take(self, record: memoryview) -> None:
         """Runs one request record (or cancels, for a CANCEL record)."""
@@ -188,24 +189,7 @@ class WorkerLink:
         if self.backlog or not self.responses.write(parts, size):
             self.backlog.append((parts, size))
             return
-        self._schedule_ring()
-
-    def _schedule_ring(self) -> None:
-        if not self._ring_scheduled:
-            self._ring_scheduled = True
-            self.loop.call_soon(self._ring)
-
-    def _ring(self) -> None:
-        self._ring_scheduled = False
-        if self.closed:
-            return
-        if not self.doorbell.ring(self.responses.tail, self.requests.head) and \
-                self.doorbell.unsent:
-            self.loop.add_writer(self.doorbell.fileno(), self._ring_again)
-
-    def _ring_again(self) -> None:
-        self.loop.remove_writer(self.doorbell.fileno())
-        self._ring()
+        self.announcer.schedule()
 
     # -- control -----------------------------------------------------------------------
 
@@ -280,6 +264,7 @@ class WorkerLink:
         if self.closed:
             return
         self.closed = True
+        self.announcer.stopped = True
         try:
             self.loop.remove_reader(self.doorbell.fileno())
             self.loop.remove_writer(self.doorbell.fileno())

@@ -15,11 +15,11 @@ from typing import Any
 from pyserver.api.request import LATEST, InferenceRequest
 from pyserver.api.response import InferenceResponse
 from pyserver.errors import ServerError, unavailable
-from pyserver.server import ServerOptions, ShutdownReport
+from pyserver.server import ANSWERED, ServerOptions, ShutdownReport
 from pyserver.shared_memory import CudaRegion, SystemRegion
 from pyserver.workers import hop
 from pyserver.workers.control import AsyncCaller, SyncCaller
-from pyserver.workers.ring import Doorbell, RingReader, RingWriter
+from pyserver.workers.ring import Announcer, Doorbell, RingReader, RingWriter
 
 log = logging.getLogger("pyserver.worker")
 
@@ -45,16 +45,6 @@ class _Remote:
             self.server._send(hop.encode_cancel(self.ticket))
             return True
         return False
-
-
-class _Answered:
-    __slots__ = ()
-
-    def cancel(self) -> bool:
-        return False
-
-
-ANSWERED = _Answered()
 
 
 class RemoteSharedMemory:
@@ -101,7 +91,7 @@ class RemoteServer:
         self._request_id = index + 1 - count
         self._id_stride = count
         self._backlog: deque = deque()  # records waiting for ring space, in order
-        self._ring_scheduled = False
+        self._announcer: Announcer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.engine_gone = asyncio.Event()
 
@@ -110,9 +100,13 @@ class RemoteServer:
     def attach(self, loop: asyncio.AbstractEventLoop, async_caller: AsyncCaller) -> None:
         self._loop = loop
         self._async = async_caller
+        self._announcer = Announcer(loop, self._doorbell,
+                                    lambda: (self._requests.tail, self._responses.head))
         loop.add_reader(self._doorbell.fileno(), self._on_doorbell)
 
     def detach(self) -> None:
+        if self._announcer is not None:
+            self._announcer.stopped = True
         if self._loop is not None:
             self._loop.remove_reader(self._doorbell.fileno())
             self._loop.remove_writer(self._doorbell.fileno())
@@ -125,22 +119,7 @@ class RemoteServer:
         if self._backlog or not self._requests.write(parts, size):
             self._backlog.append((parts, size))
             return
-        self._schedule_ring()
-
-    def _schedule_ring(self) -> None:
-        if not self._ring_scheduled:
-            self._ring_scheduled = True
-            self._loop.call_soon(self._ring)
-
-    def _ring(self) -> None:
-        self._ring_scheduled = False
-        if not self._doorbell.ring(self._requests.tail, self._responses.head):
-            if self._doorbell.unsent:
-                self._loop.add_writer(self._doorbell.fileno(), self._ring_again)
-
-    def _ring_again(self) -> None:
-        self._loop.remove_writer(self._doorbell.fileno())
-        self._ring()
+        self._announcer.schedule()
 
     def _on_doorbell(self) -> None:
         positions = self._doorbell.received()
@@ -156,7 +135,7 @@ class RemoteServer:
         backlog = self._backlog
         while backlog and self._requests.write(*backlog[0]):
             backlog.popleft()
-        self._schedule_ring()  # the new heads (and any records just written)
+        self._announcer.schedule()  # the new heads (and any records just written)
 
     def deliver_record(self, record: bytes) -> None:
         """An oversized response, sent over the control socket."""

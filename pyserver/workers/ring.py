@@ -21,7 +21,7 @@ import mmap
 import os
 import socket
 import struct
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 _LENGTH = struct.Struct("<Q")
 _POSITIONS = struct.Struct("<QQ")  # (my outgoing ring's tail, my incoming ring's head)
@@ -185,3 +185,33 @@ class Doorbell:
         if not whole:
             return None
         return _POSITIONS.unpack_from(data, whole - DOORBELL_BYTES)
+
+
+class Announcer:
+    """Rings ``doorbell`` with ``positions()`` once per event-loop turn,
+    however many records were written or consumed in it; retries when the
+    socket is full. ``stop`` ends it. Event-loop thread only."""
+
+    def __init__(self, loop, doorbell: Doorbell,
+                 positions: Callable[[], tuple[int, int]]) -> None:
+        self.loop = loop
+        self.doorbell = doorbell
+        self.positions = positions
+        self.stopped = False
+        self._scheduled = False
+
+    def schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._ring)
+
+    def _ring(self) -> None:
+        self._scheduled = False
+        if self.stopped:
+            return
+        if not self.doorbell.ring(*self.positions()) and self.doorbell.unsent:
+            self.loop.add_writer(self.doorbell.fileno(), self._ring_again)
+
+    def _ring_again(self) -> None:
+        self.loop.remove_writer(self.doorbell.fileno())
+        self._ring()
