@@ -4,9 +4,11 @@ and one inter-op thread, no spinning): the ceilings and in-process columns of th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from .report import table
 from .timing import mean_call_us
 
 
@@ -31,8 +33,12 @@ def onnxruntime_call_us(model: bytes | Path, batch: int, seconds: float) -> floa
     return mean_call_us(lambda: session.run(None, feeds), seconds)
 
 
-def onnxruntime_inferences_per_s(model: bytes, batch: int, seconds: float) -> float:
-    return batch * 1e6 / onnxruntime_call_us(model, batch, seconds)
+def onnxruntime_ceilings(models: Mapping[str, bytes], seconds: float,
+                         batches: Sequence[int] = (1, 8, 32)) -> str:
+    """A table of onnxruntime's in-process inferences/s per model and batch size."""
+    return table(["model", "onnxruntime in-process, batch", "inferences/s"],
+                 [[name, batch, f"{batch * 1e6 / onnxruntime_call_us(model, batch, seconds):.0f}"]
+                  for name, model in models.items() for batch in batches])
 
 
 def tensorflow_session(graphdef: bytes):

@@ -9,8 +9,8 @@ from typing import Sequence
 from .processes import THIS_BUILD, Build
 
 
-class _Levels(argparse.Action):
-    """``-c N`` repeated; the first one given replaces the default list."""
+class _Repeated(argparse.Action):
+    """An option given again and again; the first one given replaces the default list."""
 
     def __call__(self, parser, namespace, value, option_string=None) -> None:
         current = getattr(namespace, self.dest)
@@ -18,8 +18,13 @@ class _Levels(argparse.Action):
 
 
 def add_levels(parser: argparse.ArgumentParser, default: Sequence[int]) -> None:
-    parser.add_argument("-c", "--concurrency", type=int, action=_Levels, default=list(default),
+    parser.add_argument("-c", "--concurrency", type=int, action=_Repeated, default=list(default),
                         help=f"concurrency level, repeatable (default {' '.join(map(str, default))})")
+
+
+def add_batch_sizes(parser: argparse.ArgumentParser, default: Sequence[int]) -> None:
+    parser.add_argument("-b", "--batch-size", type=int, action=_Repeated, default=list(default),
+                        help=f"rows per request, repeatable (default {' '.join(map(str, default))})")
 
 
 def add_rounds(parser: argparse.ArgumentParser, rounds: int, seconds: float,

@@ -13,6 +13,9 @@ SCENARIOS: dict[str, str] = {
     "v1-http": "v1_http",
     "load": "load",
     "h11-echo": "h11_echo",
+    "batching": "batching",
+    "onnx-runtime": "onnx_runtime",
+    "tf-native": "tf_native",
 }
 
 
