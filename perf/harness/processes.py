@@ -93,12 +93,23 @@ class ServerProcess:
         self._log.close()
 
 
-@contextlib.contextmanager
-def serving(name: str, command: Sequence[str], workdir: Path, ready_url: str,
-            env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def start(name: str, command: Sequence[str], workdir: Path, ready_url: str,
+          env: dict[str, str] | None = None) -> ServerProcess:
+    """A server process, returned once ``ready_url`` answers 200 (stopped if it never does)."""
     process = ServerProcess(name, command, workdir, env)
     try:
         process.wait_ready(ready_url)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+@contextlib.contextmanager
+def serving(name: str, command: Sequence[str], workdir: Path, ready_url: str,
+            env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    process = start(name, command, workdir, ready_url, env)
+    try:
         yield process
     finally:
         process.stop()
@@ -133,19 +144,30 @@ class PyServer:
         return f"http://{HOST}:{self.http_port}{path}"
 
 
-@contextlib.contextmanager
-def pyserver(store: Path, workdir: Path, name: str = "pyserver", build: Build = THIS_BUILD,
-             flags: Sequence[str] = NO_REPOSITORY_POLLING) -> Iterator[PyServer]:
+def start_pyserver(store: Path, workdir: Path, name: str = "pyserver",
+                   build: Build = THIS_BUILD,
+                   flags: Sequence[str] = NO_REPOSITORY_POLLING) -> PyServer:
     """pyserver over ``store`` on free loopback ports, run from ``workdir`` (so no source
-    tree is on its path), until the block ends."""
+    tree is on its path), returned once ready."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     command = [build.python, "-m", "pyserver", f"--model-store={store}",
                f"--http-address={HOST}", f"--http-port={http}",
                f"--grpc-address={HOST}", f"--grpc-port={grpc}",
                f"--metrics-address={HOST}", f"--metrics-port={metrics}", *flags]
-    with serving(name, command, workdir, f"http://{HOST}:{http}/api/health/ready",
-                 build.env()) as process:
-        yield PyServer(process, http, grpc, metrics)
+    process = start(name, command, workdir, f"http://{HOST}:{http}/api/health/ready",
+                    build.env())
+    return PyServer(process, http, grpc, metrics)
+
+
+@contextlib.contextmanager
+def pyserver(store: Path, workdir: Path, name: str = "pyserver", build: Build = THIS_BUILD,
+             flags: Sequence[str] = NO_REPOSITORY_POLLING) -> Iterator[PyServer]:
+    """``start_pyserver`` until the block ends."""
+    server = start_pyserver(store, workdir, name, build, flags)
+    try:
+        yield server
+    finally:
+        server.process.stop()
 
 
 @contextlib.contextmanager

@@ -8,10 +8,14 @@ import time
 from typing import Iterable, Sequence
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def heading(text: str) -> str:
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()}, {os.cpu_count()} cpus, "
-            f"python {platform.python_version()}, load average {load}; {text}")
+            f"python {platform.python_version()}, load average {load_average()}; {text}")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

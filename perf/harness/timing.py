@@ -7,17 +7,22 @@ import time
 from typing import Callable
 
 
-def median_call_us(call: Callable[[], object], seconds: float, warmup_calls: int = 50) -> float:
-    """Median µs of ``call()`` over ``seconds``, after ``warmup_calls`` unmeasured calls."""
-    for _ in range(warmup_calls):
-        call()
+def call_times_ns(call: Callable[[], object], seconds: float) -> list[int]:
+    """The ns each ``call()`` took, calling it back to back for ``seconds``."""
     samples = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter_ns()
         call()
         samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1000
+    return samples
+
+
+def median_call_us(call: Callable[[], object], seconds: float, warmup_calls: int = 50) -> float:
+    """Median µs of ``call()`` over ``seconds``, after ``warmup_calls`` unmeasured calls."""
+    for _ in range(warmup_calls):
+        call()
+    return statistics.median(call_times_ns(call, seconds)) / 1000
 
 
 def mean_call_us(call: Callable[[], object], seconds: float, warmup_calls: int = 20) -> float:
