@@ -11,11 +11,16 @@ from types import ModuleType
 
 SCENARIOS: dict[str, str] = {
     "v1-http": "v1_http",
+    "v1-inprocess": "v1_inprocess",
     "load": "load",
     "h11-echo": "h11_echo",
     "batching": "batching",
+    "batcher": "batcher",
     "onnx-runtime": "onnx_runtime",
+    "ort-micro": "ort_micro",
+    "tf-call": "tf_call",
     "tf-native": "tf_native",
+    "cache-key-hash": "cache_key_hash",
 }
 
 
