@@ -14,12 +14,16 @@ SCENARIOS: dict[str, str] = {
     "v1-inprocess": "v1_inprocess",
     "load": "load",
     "h11-echo": "h11_echo",
+    "metrics-grpc": "metrics_grpc",
     "batching": "batching",
     "batcher": "batcher",
+    "backends": "backends",
     "onnx-runtime": "onnx_runtime",
     "ort-micro": "ort_micro",
     "tf-call": "tf_call",
     "tf-native": "tf_native",
+    "shm": "shm",
+    "response-cache": "response_cache",
     "cache-key-hash": "cache_key_hash",
 }
 
