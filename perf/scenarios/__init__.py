@@ -15,6 +15,7 @@ SCENARIOS: dict[str, str] = {
     "load": "load",
     "h11-echo": "h11_echo",
     "metrics-grpc": "metrics_grpc",
+    "perf-analyzer": "perf_analyzer",
     "batching": "batching",
     "batcher": "batcher",
     "backends": "backends",
@@ -25,6 +26,8 @@ SCENARIOS: dict[str, str] = {
     "shm": "shm",
     "response-cache": "response_cache",
     "cache-key-hash": "cache_key_hash",
+    "compare": "compare",
+    "install-peers": "install_peers",
 }
 
 
