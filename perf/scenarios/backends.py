@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write(root: Path, name: str, platform: str, io: tuple[list[str], list[str]],
-          files: dict[str, object]) -> Path:
+          files: dict[str, bytes | Callable[[Path], object]]) -> Path:
+    """The model's config and version 1, each file given as bytes or written by a callable."""
     lines = [f'name: "{name}"',
              'backend: "python"' if platform == "python" else f'platform: "{platform}"',
              "max_batch_size: 8", f"input [ {', '.join(io[0])} ]",
@@ -70,13 +71,10 @@ def write(root: Path, name: str, platform: str, io: tuple[list[str], list[str]],
     (root / name / "1").mkdir(parents=True)
     (root / name / "config.pbtxt").write_text("\n".join(lines) + "\n")
     for filename, data in files.items():
-        path = root / name / "1" / filename
         if callable(data):
-            data(path)
-        elif isinstance(data, str):
-            path.write_text(data)
+            data(root / name / "1" / filename)
         else:
-            path.write_bytes(data)
+            (root / name / "1" / filename).write_bytes(data)
     return root / name
 
 
@@ -142,7 +140,7 @@ def python_backend(root: Path, rng: np.random.Generator) -> Backend:
 
     io = ([tensor("INPUT0", "FP32", [16]), tensor("INPUT1", "FP32", [16])],
           [tensor("OUTPUT0", "FP32", [16]), tensor("OUTPUT1", "FP32", [16])])
-    write(root, "python", "python", io, {"model.py": python_models.ADD_SUB})
+    write(root, "python", "python", io, {"model.py": python_models.ADD_SUB.encode()})
     sys.modules.setdefault("triton_python_backend_utils", pb_utils)
     spec = importlib.util.spec_from_file_location("bench_model", root / "python/1/model.py")
     module = importlib.util.module_from_spec(spec)

@@ -14,14 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+from pyserver.http.connection import RequestCycle
+
 HEADER = (b'batch_size: 1 input { name: "INPUT0" dims: [16] } input { name: "INPUT1" dims: [16] } '
           b'output { name: "OUTPUT0" } output { name: "OUTPUT1" }')
 
 
-class Cycle:
-    """The part of http.connection.RequestCycle the v1 API uses."""
-
-    __slots__ = ("method", "path", "query", "headers", "body", "future", "responded", "inflight")
+class Cycle(RequestCycle):
+    """A request cycle without a connection: the v1 API's answer resolves ``future``."""
 
     def __init__(self, future: asyncio.Future, body: bytes) -> None:
         self.method = b"POST"
@@ -33,15 +33,6 @@ class Cycle:
         self.future = future
         self.responded = False
         self.inflight = None
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-    def query_param(self, name: bytes) -> bytes | None:
-        return b"binary" if name == b"format" else None
 
     def respond(self, status: int, headers, body=b"") -> None:
         self.responded = True

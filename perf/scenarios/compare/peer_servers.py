@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import time
@@ -17,7 +18,24 @@ from .models import Model, probe, torchserve_request, v2_binary_request, v2_json
 from .servers import Row, Server
 
 
-class Triton(Server):
+class V2Peer(Server):
+    """A peer with the v2 API: started, then ready once /v2/health/ready answers."""
+
+    def serve(self, name: str, command: list[str], workdir: pathlib.Path,
+              env: dict[str, str] | None = None) -> None:
+        self.processes.append(ServerProcess(name, command, workdir, env))
+        self.processes[0].wait_ready(f"http://{HOST}:{self.port}/v2/health/ready")
+
+
+class JsonV2Peer(V2Peer):
+    """A peer measured over v2 HTTP with JSON tensors only."""
+
+    def rows(self) -> list[Row]:
+        return [Row(self.name, "v2 HTTP JSON", "wrk", m.name, self.port, v2_json_request(m))
+                for m in self.models]
+
+
+class Triton(V2Peer):
     name = "triton"
 
     def start(self) -> None:
@@ -53,8 +71,7 @@ class Triton(Server):
                    f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
                    f"--metrics-address={HOST}", f"--metrics-port={free_port()}",
                    "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
-        self.processes.append(ServerProcess("triton", command, self.workdir, env))
-        self.processes[0].wait_ready(f"http://{HOST}:{self.port}/v2/health/ready")
+        self.serve("triton", command, self.workdir, env)
 
     def rows(self) -> list[Row]:
         rows = []
@@ -67,7 +84,7 @@ class Triton(Server):
         return rows
 
 
-class MLServer(Server):
+class MLServer(JsonV2Peer):
     name = "mlserver"
 
     def start(self) -> None:
@@ -85,16 +102,10 @@ class MLServer(Server):
             "host": HOST, "http_port": self.port, "grpc_port": free_port(),
             "metrics_port": free_port(), "parallel_workers": 0, "debug": False}))
         env = dict(os.environ, PATH=f"{python.parent}:{os.environ.get('PATH', '')}")
-        self.processes.append(ServerProcess("mlserver", [str(python.parent / "mlserver"), "start", "."],
-                                      root, env))
-        self.processes[0].wait_ready(f"http://{HOST}:{self.port}/v2/health/ready")
-
-    def rows(self) -> list[Row]:
-        return [Row("mlserver", "v2 HTTP JSON", "wrk", m.name, self.port, v2_json_request(m))
-                for m in self.models]
+        self.serve("mlserver", [str(python.parent / "mlserver"), "start", "."], root, env)
 
 
-class KServe(Server):
+class KServe(JsonV2Peer):
     name = "kserve"
 
     def start(self) -> None:
@@ -104,14 +115,8 @@ class KServe(Server):
             path = self.workdir / f"{model.name}.onnx"
             path.write_bytes(model.onnx)
             specs.append(f"{model.name}={path}")
-        self.processes.append(ServerProcess(
-            "kserve", [str(python), str(PEER_FILES / "kserve_server.py"),
-                       "--http-port", str(self.port), *specs], self.workdir))
-        self.processes[0].wait_ready(f"http://{HOST}:{self.port}/v2/health/ready")
-
-    def rows(self) -> list[Row]:
-        return [Row("kserve", "v2 HTTP JSON", "wrk", m.name, self.port, v2_json_request(m))
-                for m in self.models]
+        self.serve("kserve", [str(python), str(PEER_FILES / "kserve_server.py"),
+                              "--http-port", str(self.port), *specs], self.workdir)
 
 
 class TorchServe(Server):
