@@ -1,6 +1,6 @@
 """Server processes for the scenarios: free loopback ports, a process in a session of its own
-(so its whole group stops together) logging to a file, readiness over HTTP, and pyserver
-started from a given install on the ports it is handed."""
+(so its whole group stops together) logging to a file, readiness over HTTP, pyserver from a
+given install on free ports, and the bare h11 echo."""
 
 from __future__ import annotations
 
