@@ -70,13 +70,13 @@ test: install v1client deploy-tools
 	V1CLIENT_DIR=$(abspath $(V1CLIENT)) PYSERVER_DEPLOY_TOOLS=$(abspath $(DEPLOY_TOOLS))/bin \
 	    $(VENV)/bin/python tests/run.py
 
-# The serving peers of perf/compare.py, one venv each under perf/.peers/ (idempotent),
+# The serving peers of `python -m perf compare`, one venv each under perf/.peers/ (idempotent),
 # then pyserver beside them on the same models and load (about 15 minutes).
 peers:
-	$(PYTHON) perf/install_peers.py
+	$(PYTHON) -m perf install-peers
 
 compare: install peers
-	$(VENV)/bin/python perf/compare.py --no-install
+	$(VENV)/bin/python -m perf compare --no-install
 
 clean:
 	rm -rf build $(VENV) $(STORE) $(V1CLIENT) $(DEPLOY_TOOLS) images

@@ -6,7 +6,7 @@
 //
 // Built with the tests (PYSERVER_BUILD_TESTS). With
 // PYSERVER_BENCH_PREVIOUS_SOURCES set, a previous implementation (namespace
-// pyserver::previous, prepared by perf/batcher_bench.py) runs beside it in
+// pyserver::previous, prepared by `python -m perf batcher`) runs beside it in
 // the same process, interleaved, for a same-run comparison.
 //
 //   dynamic_batcher_bench [requests per run] [repetitions]

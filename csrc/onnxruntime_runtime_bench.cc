@@ -1,7 +1,7 @@
 // Micro-benchmark of OrtRuntime::Run: µs per call for models whose outputs
 // are allocated from the pool before the run (every non-batch dim known) and
 // for the same models with an open output dim (the session allocates, the
-// output is copied once into the pool). Run by perf/ort_runtime_micro.py,
+// output is copied once into the pool). Run by `python -m perf ort-micro`,
 // which puts onnxruntime's Python API on the same models beside it.
 //
 //   PYSERVER_ONNXRUNTIME_LIBRARY=<libonnxruntime.so.X> onnxruntime_runtime_bench [model_dir]

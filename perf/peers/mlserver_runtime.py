@@ -1,6 +1,6 @@
 """MLServer runtime: runs the model-settings' uri (an ONNX file) with onnxruntime.
 
-perf/compare.py puts this file beside each model-settings.json
+`python -m perf compare` puts this file beside each model-settings.json
 (implementation "mlserver_runtime.OnnxModel")."""
 
 import onnxruntime as ort

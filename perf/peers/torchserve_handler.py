@@ -1,6 +1,6 @@
 """TorchServe handler: the request body is JSON {"INPUT0": [[...]], ...};
 runs the archive's model.onnx with onnxruntime and answers
-{"OUTPUT0": [[...]], ...}. Archived by perf/compare.py with model.onnx as an
+{"OUTPUT0": [[...]], ...}. Archived by `python -m perf compare` with model.onnx as an
 extra file."""
 
 import json

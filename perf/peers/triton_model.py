@@ -1,6 +1,6 @@
 """Triton Python-backend model: runs <version>/model.onnx with onnxruntime.
 
-Copied as <repo>/<model>/<version>/model.py by perf/compare.py."""
+Copied as <repo>/<model>/<version>/model.py by `python -m perf compare`."""
 
 import os
 

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "localhost:8001 with -i grpc)")
     p.add_argument("-i", dest="protocol", default="http", type=str.lower,
                    choices=["http", "grpc"], help="protocol (default http)")
+    p.add_argument("--streaming", action="store_true",
+                   help="gRPC only: send over StreamInfer, one stream per concurrent request")
     p.add_argument("-p", "--measurement-interval", dest="window_ms", type=int, default=5000,
                    help="measurement window in msec (default 5000)")
     p.add_argument("-s", "--stability-percentage", dest="stability", type=float, default=10.0,
@@ -148,6 +150,8 @@ def concurrency_levels(args: argparse.Namespace) -> Iterator[int]:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.streaming and args.protocol != "grpc":
+        parser.error("--streaming needs -i grpc")
     if args.window_ms <= 0:
         parser.error("-p: the measurement window must be > 0 msec")
     if args.max_trials < 1:
@@ -197,7 +201,8 @@ class Profiler:
         else:
             request = http_request(self.endpoint, args.model, args.version, header, inputs,
                                    dict(args.headers))
-        return LoadSpec(self.endpoint.protocol, self.endpoint.host, self.endpoint.port, request)
+        return LoadSpec(self.endpoint.protocol, self.endpoint.host, self.endpoint.port, request,
+                        args.streaming)
 
     def _first_request(self, load: LoadManager) -> None:
         """One request before any window, so a request the server refuses is

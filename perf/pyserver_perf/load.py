@@ -6,7 +6,8 @@ request as soon as its answer is in).
   ``asyncio.Protocol`` that writes the prebuilt request bytes and parses just
   the status line and Content-Length of the answer; uvloop when installed.
 - gRPC: one channel per process, one task per concurrent request calling
-  ``GRPCService.Infer`` with the prebuilt serialized request.
+  ``GRPCService.Infer`` with the prebuilt serialized request, or with ``streaming``
+  writing it to a ``StreamInfer`` stream of its own and reading the answer.
 
 Each worker records (start, end) of every request in ``time.perf_counter_ns``
 (CLOCK_MONOTONIC, the same clock in every process), send and receive times,
@@ -24,7 +25,7 @@ from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from .target import GRPC_INFER, PerfError
+from .target import GRPC_INFER, GRPC_STREAM_INFER, PerfError
 
 START_TIMEOUT_S = 30.0
 COLLECT_TIMEOUT_S = 30.0
@@ -38,6 +39,7 @@ class LoadSpec:
     host: str
     port: int
     request: bytes       # the whole HTTP request, or the serialized gRPC InferRequest
+    streaming: bool = False   # gRPC: StreamInfer, one stream per concurrent request
 
 
 @dataclass
@@ -304,17 +306,29 @@ class _GrpcLoad:
             self.tasks.append((asyncio.get_running_loop().create_task(self._loop(stop)), stop))
         self.tasks = [t for t in self.tasks if not t[0].done()]
 
+    def _stream(self):
+        return self.channel.stream_stream(GRPC_STREAM_INFER)() if self.spec.streaming else None
+
     async def _loop(self, stop: list[bool]) -> None:
         import grpc
 
         request, call, recorder = self.spec.request, self.call, self.recorder
+        stream = self._stream()
         while not stop[0]:
             start = time.perf_counter_ns()
             try:
-                reply = await call(request, timeout=GRPC_CALL_TIMEOUT_S)
+                if stream is None:
+                    reply = await call(request, timeout=GRPC_CALL_TIMEOUT_S)
+                else:
+                    await stream.write(request)
+                    reply = await stream.read()
+                failure = "gRPC StreamInfer ended by the server" if reply is grpc.aio.EOF else ""
             except grpc.RpcError as exc:
-                recorder.failure(f"gRPC {exc.code().name}: {exc.details()}")
+                failure = f"gRPC {exc.code().name}: {exc.details()}"
+            if failure:
+                recorder.failure(failure)
                 await asyncio.sleep(RECONNECT_DELAY_S)
+                stream = self._stream()
                 continue
             received = time.perf_counter_ns()
             response = self.parse(reply)
@@ -323,6 +337,8 @@ class _GrpcLoad:
                 recorder.success(start, end, 0, end - received)
             else:
                 recorder.failure(response.request_status.msg or "request failed")
+        if stream is not None:
+            await stream.done_writing()
 
     async def stop(self) -> None:
         self.set_concurrency(0)

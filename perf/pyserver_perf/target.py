@@ -21,6 +21,7 @@ from pyserver.protos import request_status_pb2, server_status_pb2 as ss
 from .measurement import ServerSide
 
 GRPC_INFER = "/nvidia.inferenceserver.GRPCService/Infer"
+GRPC_STREAM_INFER = "/nvidia.inferenceserver.GRPCService/StreamInfer"
 GRPC_STATUS = "/nvidia.inferenceserver.GRPCService/Status"
 STATUS_TIMEOUT_S = 10.0
 

@@ -182,6 +182,17 @@ def test_grpc_mode_measures_and_reads_status_over_grpc(perf_server, tmp_path):
     assert head[:7] == V1_COLUMNS and len(rows) == 2
 
 
+def test_grpc_streaming_sends_over_stream_infer(perf_server):
+    if perf_server.grpc_port is None:
+        pytest.skip("the server has no --grpc-port flag")
+    result = perf(perf_server, "-m", "simple", "-i", "grpc", "--streaming", "-u",
+                  f"127.0.0.1:{perf_server.grpc_port}", "-p", "200", "-s", "1000", "-r", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert float(SUMMARY.search(result.stdout).group(2)) > 0
+    refused = perf(perf_server, "-m", "simple", "--streaming", "-p", "100")
+    assert refused.returncode == 2 and "--streaming needs -i grpc" in refused.stderr
+
+
 def test_a_collection_larger_than_a_pipe_buffer_comes_back_whole(perf_server):
     """The load processes hand back every (start, end) pair of a window at
     once: many thousands of requests are far more than a pipe holds."""

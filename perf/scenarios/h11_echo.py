@@ -1,7 +1,10 @@
-"""The parser ceiling: a bare asyncio + h11 server that echoes POST bodies.
+"""A bare asyncio + h11 server echoing POST bodies: the HTTP parser's ceiling.
 
-    python perf/h11_echo.py --port 8090
+Serves on 127.0.0.1 until stopped. The scenarios that measure pyserver beside it run it by
+path (``python perf/scenarios/h11_echo.py --port N``): it needs nothing but h11.
 """
+
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -10,12 +13,12 @@ import h11
 
 
 class Echo(asyncio.Protocol):
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.conn = h11.Connection(h11.SERVER)
         self.body = bytearray()
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
         while True:
             event = self.conn.next_event()
@@ -36,13 +39,22 @@ class Echo(asyncio.Protocol):
                 return
 
 
-async def main(port: int) -> None:
+async def serve(port: int) -> None:
     server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port)
     async with server:
         await server.serve_forever()
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8090)
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(serve(args.port))
+    return 0
+
+
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, default=8090)
-    asyncio.run(main(p.parse_args().port))
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(cli)
+    raise SystemExit(run(cli.parse_args()))

@@ -1,10 +1,11 @@
-"""Install the peers that perf/compare.py measures pyserver against, each in a
-venv of its own under perf/.peers/ (gitignored). Idempotent: a peer whose
-recorded install spec is unchanged and whose venv still imports is skipped.
+"""Installs the serving peers ``compare`` measures pyserver against, a venv each under perf/.peers/.
 
-    python perf/install_peers.py                 # every peer
-    python perf/install_peers.py triton mlserver # some
-    python perf/install_peers.py --force kserve  # reinstall one
+Idempotent: a peer whose recorded install spec is unchanged and whose venv still imports
+is skipped (perf/.peers/ is gitignored).
+
+    python -m perf install-peers                 # every peer
+    python -m perf install-peers triton mlserver # some
+    python -m perf install-peers --force kserve  # reinstall one
 
 Peers (versions and install notes, as found on PyPI and Debian):
 
@@ -19,7 +20,7 @@ Peers (versions and install notes, as found on PyPI and Debian):
 - system:        Debian's nginx-light (with the echo module), wrk, libb64-0d (apt)
 
 Each peer's outcome (ok, or the reason it failed) goes to
-perf/.peers/<peer>/install.json, which compare.py reads to report a peer it
+perf/.peers/<peer>/install.json, which ``compare`` reads to report a peer it
 cannot run. Every pip/apt call is bounded in time.
 """
 
@@ -31,11 +32,11 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import time
 import venv
 
-PERF = pathlib.Path(__file__).resolve().parent
+from ..harness.paths import PERF
+
 PEERS = PERF / ".peers"
 PIP_TIMEOUT_S = 1200
 APT_TIMEOUT_S = 600
@@ -70,7 +71,7 @@ def install_record(peer: str) -> dict:
     {"ok": False, "reason": "not installed ..."} when it never ran."""
     path = peer_dir(peer) / "install.json"
     if not path.exists():
-        return {"ok": False, "reason": "not installed (run python perf/install_peers.py)"}
+        return {"ok": False, "reason": "not installed (run python -m perf install-peers)"}
     return json.loads(path.read_text())
 
 
@@ -127,7 +128,7 @@ def install_peer(peer: str, force: bool = False) -> dict:
                  log, PIP_TIMEOUT_S)
         if not _check(peer):
             raise RuntimeError(f"installed, but `{SPECS[peer][1]}` fails in its venv")
-    except Exception as exc:  # noqa: BLE001 - recorded for compare.py's table
+    except Exception as exc:  # noqa: BLE001 - recorded for compare's table
         _write_record(peer, False, str(exc))
         print(f"{peer}: FAILED: {exc}", flush=True)
         return install_record(peer)
@@ -163,15 +164,32 @@ def install_system(force: bool = False) -> dict:
     return install_record("system")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def perf_analyzer() -> tuple[str | None, dict[str, str], str]:
+    """(perf_analyzer's path, the environment it runs in, "") once installed; else
+    (None, {}, why not)."""
+    record = install_record("perf_analyzer")
+    if not record.get("ok"):
+        return None, {}, f"perf_analyzer not installed: {record.get('reason')}"
+    python = peer_python("perf_analyzer")
+    binary = python.parent / "perf_analyzer"
+    if not binary.exists():
+        return None, {}, "no bin/perf_analyzer in the tritonclient wheel"
+    site = next((python.parent.parent / "lib").glob("python3*/site-packages"))
+    cudart = site / "nvidia" / "cuda_runtime" / "lib"
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{cudart}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    return str(binary), env, ""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("peers", nargs="*", help=f"some of: system {' '.join(SPECS)}")
     parser.add_argument("--force", action="store_true", help="reinstall from scratch")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     wanted = args.peers or ["system", *SPECS]
     unknown = [p for p in wanted if p != "system" and p not in SPECS]
     if unknown:
-        parser.error(f"unknown peer(s): {', '.join(unknown)}")
+        raise SystemExit(f"error: unknown peer(s): {', '.join(unknown)}")
     PEERS.mkdir(exist_ok=True)
     failed = []
     for peer in wanted:
@@ -179,9 +197,5 @@ def main() -> int:
         if not record["ok"]:
             failed.append(peer)
     if failed:
-        print(f"failed: {', '.join(failed)} (compare.py reports them with the reason)")
+        print(f"failed: {', '.join(failed)} (compare reports them with the reason)")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
