@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 # grpc core logs every failed TLS handshake at INFO, so any plain-text client
@@ -354,7 +355,8 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grpc-max-concurrent-streams", type=int, default=256,
                    help="gRPC streams per connection at most (HTTP/2 setting)")
     g.add_argument("--grpc-max-connections", type=int, default=-1,
-                   help="gRPC connections at most (-1: as for --http-max-connections)")
+                   help="gRPC connections at most (-1: as for --http-max-connections); "
+                   "with front-end workers, in each worker")
     g.add_argument("--grpc-keepalive-time-secs", type=float, default=60.0,
                    help="ping an idle gRPC connection this often; close it when a ping is "
                         "not answered within --grpc-keepalive-timeout-secs")
@@ -561,6 +563,10 @@ class Endpoints:
 
     reuse_port: bool = False  # a front-end worker: the HTTP and gRPC ports are shared
     announce: bool = True  # log what started (a worker leaves that to the engine)
+    # A front-end worker's views of the counts all workers share (Tally,
+    # pyserver.workers.tally): open HTTP connections, request-body bytes.
+    connection_tally: Any = None
+    body_tally: Any = None
     http_server: asyncio.AbstractServer | None = None
     http_connections: set = field(default_factory=set)
     grpc_server: grpc.aio.Server | None = None
@@ -575,6 +581,9 @@ class Endpoints:
         closes what was started)."""
         open_files = process_limits.raise_open_file_limit()
         limits = _http_limits(args, open_files)
+        limits.connection_tally = self.connection_tally
+        if limits.body_budget is not None:
+            limits.body_budget.tally = self.body_tally
         app = HttpRouter(V1HttpApi(server), V2HttpApi(server))
         self.http_server = await serve_http(
             app, args.http_address, args.http_port, limits, self.http_connections,

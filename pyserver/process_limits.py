@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from typing import Any
 
 log = logging.getLogger("pyserver")
 
@@ -39,27 +40,35 @@ def automatic_connection_limit(open_file_limit: int) -> int:
 
 class BodyBudget:
     """Bytes of request bodies held in memory at once, across every
-    connection of a process. Event-loop thread only (no locking)."""
+    connection of a process, or of every front-end worker when given their
+    shared ``tally`` (a pyserver.workers.tally.Tally, whose own slot this
+    budget keeps equal to ``in_use``). Event-loop thread only (no locking)."""
 
-    __slots__ = ("limit", "in_use", "refusals")
+    __slots__ = ("limit", "in_use", "refusals", "tally")
 
-    def __init__(self, limit: int = DEFAULT_BODY_BUDGET_BYTES) -> None:
+    def __init__(self, limit: int = DEFAULT_BODY_BUDGET_BYTES, tally: Any = None) -> None:
         self.limit = limit
         self.in_use = 0
         self.refusals = 0
+        self.tally = tally
 
     def try_reserve(self, size: int) -> bool:
         """Takes ``size`` bytes from the budget; False (nothing taken) when
         that would exceed the limit."""
-        if self.in_use + size > self.limit:
+        held = self.in_use if self.tally is None else self.tally.total()
+        if held + size > self.limit:
             self.refusals += 1
             return False
         self.in_use += size
+        if self.tally is not None:
+            self.tally.set_mine(self.in_use)
         return True
 
     def release(self, size: int) -> None:
         """Gives back bytes taken by ``try_reserve``."""
         self.in_use -= size
+        if self.tally is not None:
+            self.tally.set_mine(self.in_use)
 
 
 class RepeatedMessageFilter(logging.Filter):

@@ -29,7 +29,7 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Awaitable, Protocol as TypingProtocol
+from typing import Any, Awaitable, Protocol as TypingProtocol
 
 from pyserver.process_limits import BodyBudget
 
@@ -72,6 +72,9 @@ class HttpLimits:
     linger_secs: float = 2.0                # after an error answer, input discarded this long
     max_connections: int = 0
     body_budget: BodyBudget | None = None
+    # With front-end workers: the open connections of every worker process
+    # (a pyserver.workers.tally.Tally), which max_connections bounds.
+    connection_tally: Any = None
 
 
 class HttpApp(TypingProtocol):
@@ -162,10 +165,13 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         limit = self.limits.max_connections
-        if limit and len(self.connections) >= limit:
+        tally = self.limits.connection_tally
+        if limit and (len(self.connections) if tally is None else tally.total()) >= limit:
             self._refuse(transport, limit)
             return
         self.connections.add(self)
+        if tally is not None:
+            tally.set_mine(len(self.connections))
         self.phase_since = self.last_read = self._loop.time()
         if self.tls is not None:
             self.phase = HANDSHAKE
@@ -185,7 +191,7 @@ class HttpConnection(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - every failure ends only this connection
             log.debug("TLS handshake failed: %s", exc)
             self.transport = None
-            self.connections.discard(self)
+            self._forget()
             return
         finally:
             self._handshake = None
@@ -195,7 +201,7 @@ class HttpConnection(asyncio.Protocol):
             if transport is not None:
                 transport.abort()
             self.transport = None
-            self.connections.discard(self)
+            self._forget()
             return
         self.transport = transport
         self._enter(IDLE)
@@ -218,7 +224,7 @@ class HttpConnection(asyncio.Protocol):
         """The connection is gone (reset, or closed by us): the request
         being answered is cancelled if it is still queued; requests behind
         it are never dispatched."""
-        self.connections.discard(self)
+        self._forget()
         self.transport = None
         self._release_all()
         self.cancel_inflight()
@@ -379,6 +385,11 @@ class HttpConnection(asyncio.Protocol):
 
     # -- connection management ----------------------------------------------
 
+    def _forget(self) -> None:
+        self.connections.discard(self)
+        if self.limits.connection_tally is not None:
+            self.limits.connection_tally.set_mine(len(self.connections))
+
     def shutdown(self) -> None:
         """Closes now if idle, else after the current response."""
         self.closing = True
@@ -389,7 +400,7 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-        self.connections.discard(self)
+        self._forget()
         self._release_all()
 
     def abort(self) -> None:
@@ -397,7 +408,7 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
-        self.connections.discard(self)
+        self._forget()
         self._release_all()
 
     def linger_close(self) -> None:

@@ -24,6 +24,7 @@ from pyserver.shared_memory import CudaRegion, SystemRegion
 from pyserver.workers import hop
 from pyserver.workers.control import frame, read_frame
 from pyserver.workers.ring import Announcer, Doorbell, RingReader, RingWriter, SharedRegion
+from pyserver.workers.tally import SharedTallies
 
 log = logging.getLogger("pyserver.workers")
 
@@ -112,7 +113,8 @@ class WorkerLink:
         self.doorbell = Doorbell(bell)
         self._sockets = (sync, control)
         self._worker_fds = [self.requests_region.fd, self.responses_region.fd,
-                            worker_bell.fileno(), worker_sync.fileno(), worker_control.fileno()]
+                            worker_bell.fileno(), worker_sync.fileno(), worker_control.fileno(),
+                            pool.tallies.fd]
         self._worker_sockets = (worker_bell, worker_sync, worker_control)
         self.handles: dict[int, Any] = {}
         self.backlog: deque = deque()
@@ -301,6 +303,9 @@ class WorkerPool:
         self.loop = asyncio.get_running_loop()
         self.calls = _calls(server)
         self.links: list[WorkerLink | None] = [None] * count
+        # Every worker's open connections and held body bytes, so that the
+        # bounds on them hold for the server, not per worker (pool-owned).
+        self.tallies = SharedTallies.create(count)
         self.stopping = False
         self.restarts = 0
 
@@ -318,6 +323,7 @@ class WorkerPool:
         return link
 
     def link_lost(self, link: WorkerLink, why: str) -> None:
+        self.tallies.clear(link.index)
         if self.stopping or not link.listening.done() or link.listening.exception():
             self.loop.call_soon(link.close)
             return
@@ -332,6 +338,7 @@ class WorkerPool:
     def _restart(self, index: int) -> None:
         if self.stopping:
             return
+        self.tallies.clear(index)  # and what the old process wrote as it was killed
         link = self._spawn(index)
         link.listening.add_done_callback(lambda f: f.exception() is None and log.info(
             "front-end worker %d restarted (pid %d)", index, link.proc.pid))
@@ -361,3 +368,4 @@ class WorkerPool:
             if link is not None and not link.closed:
                 link.closed = True
                 link.close()
+        self.tallies.close()

@@ -1,5 +1,5 @@
 """A front-end worker process: ``python -m pyserver.workers.worker
---worker-index=K --worker-count=N --hop-fds=A,B,C,D,E -- <pyserver args>``,
+--worker-index=K --worker-count=N --hop-fds=A,B,C,D,E,F -- <pyserver args>``,
 started by the engine (pyserver.workers.pool), never by hand.
 
 It serves HTTP (SO_REUSEPORT on the shared port) and gRPC with the
@@ -23,6 +23,7 @@ from pyserver import cli, process_limits
 from pyserver.workers.control import AsyncCaller, SyncCaller
 from pyserver.workers.remote import RemoteServer
 from pyserver.workers.ring import Doorbell, RingReader, RingWriter, SharedRegion
+from pyserver.workers.tally import BODY_BYTES, CONNECTIONS, SharedTallies
 
 log = logging.getLogger("pyserver.worker")
 
@@ -38,7 +39,8 @@ def _die_with_parent() -> None:
 
 
 async def serve(index: int, count: int, fds: list[int], args: argparse.Namespace) -> int:
-    requests_fd, responses_fd, bell_fd, sync_fd, control_fd = fds
+    requests_fd, responses_fd, bell_fd, sync_fd, control_fd, tallies_fd = fds
+    tallies = SharedTallies.attach(tallies_fd, count)
     requests_region = SharedRegion.attach(requests_fd)
     responses_region = SharedRegion.attach(responses_fd)
     sync = SyncCaller(socket.socket(fileno=sync_fd))
@@ -62,7 +64,9 @@ async def serve(index: int, count: int, fds: list[int], args: argparse.Namespace
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     http_tls, grpc_tls = cli.tls_settings(args)
     args.allow_metrics = False  # the engine serves the one /metrics
-    endpoints = cli.Endpoints(reuse_port=True, announce=False)
+    endpoints = cli.Endpoints(reuse_port=True, announce=False,
+                              connection_tally=tallies.tally(CONNECTIONS, index),
+                              body_tally=tallies.tally(BODY_BYTES, index))
     try:
         await endpoints.start(server, args, http_tls, grpc_tls)
     except OSError as exc:

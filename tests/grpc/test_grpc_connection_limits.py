@@ -26,7 +26,10 @@ IDLE_TIMEOUT_S = 4.0  # longer than the handshake timeout: grpc applies it befor
 
 @pytest.fixture(scope="module")
 def server(example_store, tmp_path_factory):
-    srv = ServerProcess(example_store, f"--grpc-max-connections={MAX_CONNECTIONS}",
+    # One process: with front-end workers the bound is each worker's own
+    # (gRPC core counts it), so the exact count asserted here is for one.
+    srv = ServerProcess(example_store, "--frontend-workers=1",
+                        f"--grpc-max-connections={MAX_CONNECTIONS}",
                         f"--grpc-handshake-timeout-secs={HANDSHAKE_TIMEOUT_S}",
                         f"--grpc-max-connection-idle-secs={IDLE_TIMEOUT_S}",
                         workdir=tmp_path_factory.mktemp("server"))
