@@ -660,6 +660,7 @@ async def _start_workers(server: InferenceServer, args: argparse.Namespace,
         ports.append((args.grpc_address, args.grpc_port))
     for address, port in ports:
         _check_port_free(address, port)
+    process_limits.raise_open_file_limit()  # the engine's own: rings, regions, model files
     pool = WorkerPool(server, args.frontend_workers, args.argv)
     await pool.start()
     log.info("Starting server '%s' (pyserver %s) on model store %s", server.id,

@@ -20,6 +20,7 @@ class Target:
     port: int
     request: bytes
     server_pid: int | None = None
+    server_tree: bool = False  # the server's CPU includes its child processes' (workers)
     protocol: str = "http"
     processes: int = 1
     during: Callable[[], ContextManager[object]] | None = None
@@ -50,7 +51,7 @@ def run_rounds(targets: Sequence[Target], levels: Sequence[int], rounds: int, se
                 with target.during() if target.during else contextlib.nullcontext():
                     figures = closed_loop(target.protocol, target.port, target.request,
                                           concurrency, seconds, warmup, target.processes,
-                                          target.server_pid)
+                                          target.server_pid, target.server_tree)
                 target.results.setdefault(concurrency, []).append(figures)
                 print(f"round {index + 1} c={concurrency} {target.label}: {figures.rps:.0f}/s, "
                       f"p50 {figures.p50_us:.0f} µs, {figures.errors} errors",

@@ -12,6 +12,7 @@ from types import ModuleType
 SCENARIOS: dict[str, str] = {
     "v1-http": "v1_http",
     "v1-inprocess": "v1_inprocess",
+    "frontend-workers": "frontend_workers",
     "load": "load",
     "h11-echo": "h11_echo",
     "metrics-grpc": "metrics_grpc",

@@ -127,7 +127,10 @@ class WorkerLink:
         self._control_writer: asyncio.StreamWriter | None = None
 
     def start(self, argv: Sequence[str]) -> None:
-        command = [sys.executable, "-m", "pyserver.workers.worker",
+        # The engine's own interpreter flags (-P, -I, -O...): a worker imports
+        # pyserver from where the engine did.
+        command = [sys.executable, *subprocess._args_from_interpreter_flags(),
+                   "-m", "pyserver.workers.worker",
                    f"--worker-index={self.index}", f"--worker-count={self.pool.count}",
                    f"--hop-fds={','.join(map(str, self._worker_fds))}", "--", *argv]
         self.proc = subprocess.Popen(command, pass_fds=self._worker_fds, stdin=subprocess.DEVNULL)

@@ -1,7 +1,8 @@
 """Memory growth, in the manner of Triton's memory-growth tests: a fixed
 load (v1 HTTP, v2 HTTP and v1 gRPC infers from a few clients) for a fixed
-time, the server's RSS sampled, and the check fails when RSS grows by more
-than GROWTH_BOUND_MIB between the start and the end of the run.
+time, the server's RSS sampled (with its child processes': front-end
+workers, stubs), and the check fails when RSS grows by more than
+GROWTH_BOUND_MIB between the start and the end of the run.
 
 The control case proves the check can fail: a server started with the
 test-only PYSERVER_TEST_LEAK_BYTES_PER_REQUEST (off unless set; see
@@ -46,6 +47,31 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+        except OSError:
+            pass  # gone meanwhile
+    return found
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for member in _tree(pid):
+        try:
+            total += rss_bytes(member)
+        except OSError:
+            pass  # gone meanwhile
+    return total
 
 
 @dataclass
@@ -105,7 +131,7 @@ def measure_growth(srv: ServerProcess, secs: float = LOAD_SECS) -> Growth:
         samples = []
         end = time.monotonic() + secs
         while time.monotonic() < end:
-            samples.append(rss_bytes(srv.proc.pid))
+            samples.append(tree_rss_bytes(srv.proc.pid))
             time.sleep(SAMPLE_SECS)
     finally:
         stop.set()
