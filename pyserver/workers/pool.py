@@ -28,7 +28,9 @@ from pyserver.workers.tally import SharedTallies
 
 log = logging.getLogger("pyserver.workers")
 
-RING_BYTES = 32 * 1024 * 1024  # per direction and worker; pages are touched only as used
+# Per direction and worker; pages are touched only as used. Tests shrink it
+# (PYSERVER_TEST_HOP_RING_BYTES, off unless set) to drive full rings.
+RING_BYTES = int(os.environ.get("PYSERVER_TEST_HOP_RING_BYTES") or 32 * 1024 * 1024)
 RESTART_DELAY_SECS = 0.5
 _KINDS = {None: None, "system": SystemRegion, "cuda": CudaRegion}
 _CACHE_ID = "pyserver.workers.cache_id"  # the key of a response cache dict's hop id
@@ -119,7 +121,8 @@ class WorkerLink:
         self.handles: dict[int, Any] = {}
         self.backlog: deque = deque()
         self.announcer = Announcer(self.loop, self.doorbell,
-                                   lambda: (self.responses.tail, self.requests.head))
+                                   lambda: (self.responses.tail, self.requests.head),
+                                   lambda: bool(self.backlog), RING_BYTES // 4)
         self.closed = False
         self.listening = self.loop.create_future()
         self.proc: subprocess.Popen | None = None
@@ -151,7 +154,7 @@ class WorkerLink:
             return
         if positions is None:
             return
-        tail, head = positions
+        tail, head, self.announcer.peer_waiting = positions
         self.responses.head = head
         for record in self.requests.records(tail):
             self.take(record)
@@ -193,8 +196,7 @@ class WorkerLink:
             return
         if self.backlog or not self.responses.write(parts, size):
             self.backlog.append((parts, size))
-            return
-        self.announcer.schedule()
+        self.announcer.schedule()  # the new tail, or that records wait for room
 
     # -- control -----------------------------------------------------------------------
 

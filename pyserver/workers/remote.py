@@ -101,7 +101,8 @@ class RemoteServer:
         self._loop = loop
         self._async = async_caller
         self._announcer = Announcer(loop, self._doorbell,
-                                    lambda: (self._requests.tail, self._responses.head))
+                                    lambda: (self._requests.tail, self._responses.head),
+                                    lambda: bool(self._backlog), self._responses.capacity // 4)
         loop.add_reader(self._doorbell.fileno(), self._on_doorbell)
 
     def detach(self) -> None:
@@ -118,8 +119,7 @@ class RemoteServer:
             return
         if self._backlog or not self._requests.write(parts, size):
             self._backlog.append((parts, size))
-            return
-        self._announcer.schedule()
+        self._announcer.schedule()  # the new tail, or that records wait for room
 
     def _on_doorbell(self) -> None:
         positions = self._doorbell.received()
@@ -128,7 +128,7 @@ class RemoteServer:
             return
         if positions is None:
             return
-        tail, head = positions
+        tail, head, self._announcer.peer_waiting = positions
         self._requests.head = head
         for record in self._responses.records(tail):
             self._deliver(*hop.decode_response(record, self._caches))

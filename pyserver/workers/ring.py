@@ -9,6 +9,14 @@ written or consumed, and the socket's send/receive pair orders the memory
 accesses on every architecture (a record's bytes are written before the
 doorbell that announces them is sent, and read after it is received).
 
+A new tail is always announced (the other side has records to read); a new
+head only once it moved a quarter of the ring, so that a request and its
+answer cost one wake-up of each side, not two, or at once while the other
+side says it waits for room. A writer without room for its next record
+says so (a flag beside its tail): the head it knows may be held back by up
+to a quarter of the ring, and a record that skips the ring's end may need
+more room than the reader has left unread.
+
 A record is an 8-byte little-endian length, then its bytes, padded to 8.
 A record that would cross the end of the ring starts at offset 0 instead;
 a WRAP length marks the skipped tail (at least 8 bytes are always left,
@@ -25,6 +33,7 @@ from typing import Callable, Iterator, Sequence
 
 _LENGTH = struct.Struct("<Q")
 _POSITIONS = struct.Struct("<QQ")  # (my outgoing ring's tail, my incoming ring's head)
+_WAITING = 1 << 63  # in the tail: records wait for room in my outgoing ring
 WRAP = (1 << 64) - 1
 DOORBELL_BYTES = _POSITIONS.size
 
@@ -133,9 +142,9 @@ class RingReader:
 
 class Doorbell:
     """One end of the doorbell socket (a non-blocking stream socket pair).
-    ``ring`` sends this side's positions; ``received`` reads what the other
-    side sent and returns its latest positions (older ones are superseded,
-    positions only grow). Event-loop thread only."""
+    ``ring`` sends this side's positions and whether it waits for room;
+    ``received`` reads what the other side sent and returns the latest
+    (older ones are superseded, positions only grow). Event-loop thread only."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -147,12 +156,12 @@ class Doorbell:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def ring(self, tail: int, head: int) -> bool:
-        """Sends (tail, head). False when the socket is full: the caller
-        rings again once it drains (``add_writer``); the newest positions
-        are what counts, so nothing is queued."""
+    def ring(self, tail: int, head: int, waiting: bool = False) -> bool:
+        """Sends (tail, head, waiting). False when the socket is full: the
+        caller rings again once it drains (``add_writer``); the newest
+        positions are what counts, so nothing is queued."""
         try:
-            self.sock.send(_POSITIONS.pack(tail, head))
+            self.sock.send(_POSITIONS.pack(tail | _WAITING if waiting else tail, head))
         except BlockingIOError:
             self._unsent = True
             return False
@@ -166,9 +175,9 @@ class Doorbell:
     def unsent(self) -> bool:
         return self._unsent
 
-    def received(self) -> tuple[int, int] | None:
-        """The newest (tail, head) the other side sent, None when nothing
-        complete arrived. Sets ``closed`` when the other side is gone."""
+    def received(self) -> tuple[int, int, bool] | None:
+        """The newest (tail, head, waiting) the other side sent, None when
+        nothing complete arrived. Sets ``closed`` when the other side is gone."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -184,21 +193,32 @@ class Doorbell:
         self._partial = data[whole:]
         if not whole:
             return None
-        return _POSITIONS.unpack_from(data, whole - DOORBELL_BYTES)
+        tail, head = _POSITIONS.unpack_from(data, whole - DOORBELL_BYTES)
+        return tail & ~_WAITING, head, bool(tail & _WAITING)
 
 
 class Announcer:
-    """Rings ``doorbell`` with ``positions()`` once per event-loop turn,
-    however many records were written or consumed in it; retries when the
-    socket is full. ``stop`` ends it. Event-loop thread only."""
+    """Rings ``doorbell`` with ``positions()`` and ``waiting()`` at most once
+    per event-loop turn, however many records were written or consumed in
+    it: when the tail or ``waiting`` changed, or the head moved ``slack``
+    bytes (a quarter of the incoming ring) since it was last announced, or
+    moved at all while ``peer_waiting`` (the other side's latest ring said it
+    waits for room; the receiving code sets it). Never with nothing new: a
+    ring answered by a ring that says nothing new would bounce between the
+    two sides for ever. Retries when the socket is full. ``stopped`` ends it.
+    Event-loop thread only."""
 
-    def __init__(self, loop, doorbell: Doorbell,
-                 positions: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, loop, doorbell: Doorbell, positions: Callable[[], tuple[int, int]],
+                 waiting: Callable[[], bool], slack: int) -> None:
         self.loop = loop
         self.doorbell = doorbell
         self.positions = positions
+        self.waiting = waiting
+        self.slack = slack
+        self.peer_waiting = False
         self.stopped = False
         self._scheduled = False
+        self._announced: tuple[int, int, bool] = (0, 0, False)
 
     def schedule(self) -> None:
         if not self._scheduled:
@@ -209,7 +229,15 @@ class Announcer:
         self._scheduled = False
         if self.stopped:
             return
-        if not self.doorbell.ring(*self.positions()) and self.doorbell.unsent:
+        tail, head = self.positions()
+        waiting = self.waiting()
+        last_tail, last_head, last_waiting = self._announced
+        if tail == last_tail and waiting == last_waiting and (
+                head == last_head or (head - last_head < self.slack and not self.peer_waiting)):
+            return
+        if self.doorbell.ring(tail, head, waiting):
+            self._announced = (tail, head, waiting)
+        elif self.doorbell.unsent:
             self.loop.add_writer(self.doorbell.fileno(), self._ring_again)
 
     def _ring_again(self) -> None:

@@ -4,6 +4,7 @@ and response records (every field survives the trip)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import numpy as np
@@ -12,7 +13,7 @@ from pyserver.api.response import Class, InferenceResponse, InferOutput
 from pyserver.errors import Code, ServerError
 from pyserver.shared_memory import SharedMemoryRef
 from pyserver.workers import hop
-from pyserver.workers.ring import Doorbell, RingReader, RingWriter, SharedRegion
+from pyserver.workers.ring import Announcer, Doorbell, RingReader, RingWriter, SharedRegion
 
 
 def _ring(capacity: int = 256):
@@ -50,8 +51,8 @@ def test_the_doorbell_delivers_the_newest_positions():
     a, b = socket.socketpair()
     sender, receiver = Doorbell(a), Doorbell(b)
     for tail in (8, 16, 24):
-        assert sender.ring(tail, tail // 2)
-    assert receiver.received() == (24, 12)
+        assert sender.ring(tail, tail // 2, waiting=tail == 24)
+    assert receiver.received() == (24, 12, True)
     a.close()
     assert receiver.received() is None and receiver.closed
     b.close()
@@ -102,3 +103,65 @@ def test_a_response_record_keeps_tensors_classes_and_errors():
     _, back = hop.decode_response(memoryview(b"".join(map(bytes, hop.encode_response(
         1, failed, 0)[0]))), caches)
     assert (back.error.code, back.error.message) == (Code.INVALID_ARG, "bad")
+
+
+def _announcing(positions: list, waiting: list, slack: int = 100):
+    """An Announcer over a socket pair, and a turn of its loop that returns
+    what the far side received."""
+    left, right = socket.socketpair()
+    far = Doorbell(right)
+    loop = asyncio.new_event_loop()
+    announcer = Announcer(loop, Doorbell(left), lambda: positions[0], lambda: waiting[0], slack)
+
+    def turn():
+        announcer.schedule()
+        announcer.schedule()  # twice in one turn: one ring
+        loop.run_until_complete(asyncio.sleep(0))
+        return far.received()
+
+    def close():
+        loop.close()
+        left.close()
+        right.close()
+    return announcer, turn, close
+
+
+def test_the_announcer_rings_for_a_new_tail_and_never_with_nothing_new():
+    positions, waiting = [(10, 0)], [False]
+    _, turn, close = _announcing(positions, waiting)
+    try:
+        assert turn() == (10, 0, False)
+        assert turn() is None  # nothing new to say: the other side is not woken
+        positions[0] = (18, 0)
+        assert turn() == (18, 0, False)
+    finally:
+        close()
+
+
+def test_a_head_is_announced_after_the_slack_or_at_once_to_a_waiting_writer():
+    positions, waiting = [(0, 40)], [False]
+    announcer, turn, close = _announcing(positions, waiting, slack=100)
+    try:
+        assert turn() is None  # 40 bytes read: not worth a wake-up
+        positions[0] = (0, 100)
+        assert turn() == (0, 100, False)
+        positions[0] = (0, 120)
+        assert turn() is None
+        announcer.peer_waiting = True  # the other side's ring is full
+        assert turn() == (0, 120, False)
+    finally:
+        close()
+
+
+def test_a_writer_with_a_full_ring_says_it_waits_once():
+    positions, waiting = [(64, 0)], [False]
+    _, turn, close = _announcing(positions, waiting)
+    try:
+        assert turn() == (64, 0, False)
+        waiting[0] = True
+        assert turn() == (64, 0, True)
+        assert turn() is None  # said once; the reader's answer ends the wait
+        positions[0], waiting[0] = (128, 0), False
+        assert turn() == (128, 0, False)
+    finally:
+        close()
