@@ -10,8 +10,8 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # grpc core logs every failed TLS handshake at INFO, so any plain-text client
 # or port scanner would write a line; its level is read when grpc is first
@@ -30,6 +30,9 @@ from pyserver.http.listener import PARSERS, serve_http
 from pyserver.http.v1_api import V1HttpApi
 from pyserver.http.v2_api import HttpRouter, V2HttpApi
 from pyserver.server import InferenceServer, ModelControlMode, ServerOptions, ShutdownReport
+
+if TYPE_CHECKING:
+    from pyserver.workers.tally import Tally
 
 log = logging.getLogger("pyserver")
 
@@ -565,8 +568,8 @@ class Endpoints:
     announce: bool = True  # log what started (a worker leaves that to the engine)
     # A front-end worker's views of the counts all workers share (Tally,
     # pyserver.workers.tally): open HTTP connections, request-body bytes.
-    connection_tally: Any = None
-    body_tally: Any = None
+    connection_tally: Tally | None = None
+    body_tally: Tally | None = None
     http_server: asyncio.AbstractServer | None = None
     http_connections: set = field(default_factory=set)
     grpc_server: grpc.aio.Server | None = None

@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyserver.workers.tally import Tally
 
 log = logging.getLogger("pyserver")
 
@@ -46,7 +49,7 @@ class BodyBudget:
 
     __slots__ = ("limit", "in_use", "refusals", "tally")
 
-    def __init__(self, limit: int = DEFAULT_BODY_BUDGET_BYTES, tally: Any = None) -> None:
+    def __init__(self, limit: int = DEFAULT_BODY_BUDGET_BYTES, tally: Tally | None = None) -> None:
         self.limit = limit
         self.in_use = 0
         self.refusals = 0

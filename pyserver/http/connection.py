@@ -29,9 +29,12 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass
-from typing import Any, Awaitable, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Awaitable, Protocol as TypingProtocol
 
 from pyserver.process_limits import BodyBudget
+
+if TYPE_CHECKING:
+    from pyserver.workers.tally import Tally
 
 log = logging.getLogger("pyserver.http")
 
@@ -74,7 +77,7 @@ class HttpLimits:
     body_budget: BodyBudget | None = None
     # With front-end workers: the open connections of every worker process
     # (a pyserver.workers.tally.Tally), which max_connections bounds.
-    connection_tally: Any = None
+    connection_tally: Tally | None = None
 
 
 class HttpApp(TypingProtocol):

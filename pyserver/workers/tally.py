@@ -73,8 +73,5 @@ class Tally:
     def set_mine(self, value: int) -> None:
         self._slots[self._mine] = value
 
-    def add_mine(self, delta: int) -> None:
-        self._slots[self._mine] += delta
-
     def total(self) -> int:
         return sum(self._slots[self._first:self._end])
