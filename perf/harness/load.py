@@ -49,6 +49,41 @@ def v1_request(protocol: str, port: int, model: str, batch_size: int = 1,
     return grpc_request(model, -1, header, inputs)
 
 
+def v2_http_request(port: int, model: str, batch_size: int = 1, host: str = HOST) -> bytes:
+    """The v2 HTTP infer request for ``model`` as perf_analyzer sends it: random inputs as
+    binary tensors after the JSON header, every output asked for as binary data."""
+    import json
+
+    endpoint = Endpoint("http", host, port)
+    status = StatusClient(endpoint)
+    try:
+        config = status.status(model).model_status[model].config
+    finally:
+        status.close()
+    inputs = input_tensors(config, batch_size, {})
+    batch = [batch_size] if config.max_batch_size > 0 else []
+    types = {t.name: t.data_type for t in config.input}
+    doc = {"inputs": [{"name": name, "shape": batch + list(dims),
+                       "datatype": _v2_datatype(types[name]),
+                       "parameters": {"binary_data_size": len(raw)}}
+                      for name, dims, raw in inputs],
+           "outputs": [{"name": o.name, "parameters": {"binary_data": True}}
+                       for o in config.output]}
+    head = json.dumps(doc, separators=(",", ":")).encode()
+    body = head + b"".join(raw for _, _, raw in inputs)
+    lines = [f"POST /v2/models/{model}/infer HTTP/1.1", f"Host: {endpoint.address}",
+             "Content-Type: application/octet-stream",
+             f"Inference-Header-Content-Length: {len(head)}", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _v2_datatype(v1_type: int) -> str:
+    from pyserver.protos import model_config_pb2 as mc
+
+    name = mc.DataType.Name(v1_type)[len("TYPE_"):]
+    return "BYTES" if name == "STRING" else name
+
+
 def _percentile_us(latencies_ns: list[int], p: int) -> float:
     return latencies_ns[percentile_index(p, len(latencies_ns))] / 1000 if latencies_ns else 0.0
 

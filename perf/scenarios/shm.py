@@ -4,7 +4,9 @@ One server (``--allow-shared-memory``), v2 HTTP through tritonclient.http, one r
 time to an identity model of 1,048,576 FP32 elements, the output coming back the same way
 (a shared-memory region, or binary in the body). Alternating rounds; per mode the median
 and p90 client latency and the server's CPU per request. Regions are made with
-tritonclient.utils.shared_memory.
+tritonclient.utils.shared_memory. With ``--baseline-pythonpath`` (or ``--baseline-python``)
+a second server of that install answers the in-body request too, in the same rounds: a change
+to how bodies are read or written measured against what it replaces.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ..harness.cpu import cpu_seconds
+from ..harness.options import add_baseline, baseline_build
 from ..harness.processes import NO_REPOSITORY_POLLING, pyserver
 from ..harness.report import heading, table
 from ..harness.timing import call_times_ns
@@ -33,6 +36,7 @@ MODES = {"body": "in the body (binary)", "shm": "system shared memory"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="per round and mode")
+    add_baseline(parser, "e.g. the previous commit's build")
 
 
 def write_store(root: Path) -> Path:
@@ -80,30 +84,44 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="perf-shm-"))
     store = write_store(work / "store")
     data = np.random.default_rng(0).random(ELEMENTS, dtype=np.float32)
-    latencies: dict[str, list[int]] = {mode: [] for mode in MODES}
-    cpu = dict.fromkeys(MODES, 0.0)
-    with regions(data) as made, pyserver(store, work, flags=[*NO_REPOSITORY_POLLING,
-                                                             "--allow-shared-memory"]) as server:
+    modes = dict(MODES)
+    baseline = baseline_build(args)
+    if baseline is not None:
+        modes["baseline"] = "in the body, baseline install"
+    latencies: dict[str, list[int]] = {mode: [] for mode in modes}
+    cpu = dict.fromkeys(modes, 0.0)
+    flags = [*NO_REPOSITORY_POLLING, "--allow-shared-memory"]
+    with contextlib.ExitStack() as stack:
+        made = stack.enter_context(regions(data))
+        server = stack.enter_context(pyserver(store, work, flags=flags))
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
         for name, (_, key) in made.items():
             client.register_system_shared_memory(name, key, BYTES)
-        calls = {mode: lambda i=inputs, o=outputs: client.infer(MODEL, i, outputs=o)
+        calls = {mode: (server.pid, lambda i=inputs, o=outputs: client.infer(MODEL, i, outputs=o))
                  for mode, (inputs, outputs) in requests(data).items()}
-        assert np.array_equal(calls["body"]().as_numpy("OUTPUT0"), data)
-        calls["shm"]()
+        if baseline is not None:
+            other = stack.enter_context(pyserver(store, work, "baseline", baseline, flags))
+            other_client = httpclient.InferenceServerClient(f"127.0.0.1:{other.http_port}")
+            stack.callback(other_client.close)
+            inputs, outputs = requests(data)["body"]
+            calls["baseline"] = (other.pid, lambda: other_client.infer(MODEL, inputs,
+                                                                       outputs=outputs))
+            assert np.array_equal(calls["baseline"][1]().as_numpy("OUTPUT0"), data)
+        assert np.array_equal(calls["body"][1]().as_numpy("OUTPUT0"), data)
+        calls["shm"][1]()
         assert np.array_equal(shm.get_contents_as_numpy(made["bench_out"][0], np.float32,
                                                         [ELEMENTS]), data)
         for _ in range(args.rounds):
-            for mode, call in calls.items():
-                cpu0 = cpu_seconds(server.pid)
+            for mode, (pid, call) in calls.items():
+                cpu0 = cpu_seconds(pid)
                 latencies[mode] += call_times_ns(call, args.seconds)
-                cpu[mode] += cpu_seconds(server.pid) - cpu0
+                cpu[mode] += cpu_seconds(pid) - cpu0
         client.unregister_system_shared_memory()
         client.close()
     print(heading(f"4 MiB FP32 identity over v2 HTTP, {args.rounds} rounds x {args.seconds:g} s "
                   f"per mode"))
     rows = []
-    for mode, label in MODES.items():
+    for mode, label in modes.items():
         ms = [x / 1e6 for x in latencies[mode]]
         rows.append([label, len(ms), f"{statistics.median(ms):.2f}",
                      f"{statistics.quantiles(ms, n=10)[-1]:.2f}",

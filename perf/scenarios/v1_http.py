@@ -1,4 +1,4 @@
-"""v1 HTTP infer through each HTTP parser, beside the bare h11 echo and optionally another install.
+"""v1 (or v2) HTTP infer through each HTTP parser, beside the bare h11 echo and optionally another install.
 
 Alternating rounds of closed-loop load; per server and concurrency the medians of req/s,
 p50/p99 latency and the server's CPU per request.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pyserver.examples.store import build_example_store
 
-from ..harness.load import v1_request
+from ..harness.load import v1_request, v2_http_request
 from ..harness.options import (add_baseline, add_levels, add_model, add_rounds,
                                baseline_build)
 from ..harness.processes import NO_REPOSITORY_POLLING, THIS_BUILD, h11_echo, pyserver
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_baseline(parser, "e.g. the previous commit's venv")
     parser.add_argument("--servers", help="comma-separated, from httptools, h11, echo, baseline "
                                           "(default: all, baseline when one is given)")
+    parser.add_argument("--api", choices=["v1", "v2"], default="v1",
+                        help="the infer API driven: v1 /api/infer, or v2 /v2/models/<m>/infer "
+                             "with binary tensors as perf_analyzer sends them")
     parser.add_argument("--extra-flag", action="append", default=[],
                         help="extra flag for this install's servers, e.g. --extra-flag=--log-verbose=0")
 
@@ -69,7 +72,9 @@ def _start(name: str, args: argparse.Namespace, store: Path, work: Path,
             store, work, name, THIS_BUILD,
             [*NO_REPOSITORY_POLLING, f"--http-parser={name}", *args.extra_flag]))
     target = Target(LABELS[name], server.http_port, b"", server.pid)
-    target.request = v1_request("http", server.http_port, args.model, args.batch_size)
+    target.request = (v2_http_request(server.http_port, args.model, args.batch_size)
+                      if args.api == "v2" else
+                      v1_request("http", server.http_port, args.model, args.batch_size))
     return target
 
 
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         run_rounds(list(targets.values()), args.concurrency, args.rounds, args.seconds,
                    args.warmup)
     echo = targets.get("echo")
-    print(heading(f"model {args.model} batch {args.batch_size}; {args.rounds} rounds x "
+    print(heading(f"{args.api} API, model {args.model} batch {args.batch_size}; {args.rounds} rounds x "
                   f"{args.seconds:g} s; medians"))
     rows = []
     for c in args.concurrency:

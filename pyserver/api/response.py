@@ -50,6 +50,16 @@ class InferOutput:
             return tensors.serialize_strings(self.data)
         return np.ascontiguousarray(self.data).tobytes()
 
+    def wire_view(self) -> bytes | memoryview:
+        """The wire bytes without a copy where the tensor allows it: a
+        memoryview of unsigned bytes over ``data`` (kept alive by the view)
+        when it is a contiguous numeric tensor, else ``to_bytes()``. For
+        writers that send the buffer as it is."""
+        data = self.data
+        if self.datatype != "BYTES" and data.ndim and data.flags.c_contiguous:
+            return memoryview(data).cast("B")
+        return self.to_bytes()
+
     def __repr__(self) -> str:
         return f"InferOutput({self.name!r}, {self.datatype!r}, {self.shape!r})"
 

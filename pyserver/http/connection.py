@@ -29,7 +29,7 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Awaitable, Protocol as TypingProtocol, Sequence, Union
 
 from pyserver.process_limits import BodyBudget
 
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyserver.http")
 
 Headers = list[tuple[bytes, bytes]]
+# A response body: one buffer, or parts sent in order (bytes, or memoryviews of
+# unsigned bytes, so that len() is the byte count): the parts are not joined into
+# one copy first, and a large one (an output tensor) goes to the socket as it is.
+Body = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, memoryview]]]
 REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _TEXT = (b"content-type", b"text/plain")
 RETRY_AFTER = (b"retry-after", b"1")
@@ -80,6 +84,36 @@ class HttpLimits:
     connection_tally: Tally | None = None
 
 
+def clean_header_value(value: bytes) -> bytes:
+    """A response header value with CR and LF replaced by spaces: text that came
+    from a request or a model (an error message) cannot split the response."""
+    if b"\n" in value or b"\r" in value:
+        return value.replace(b"\r", b" ").replace(b"\n", b" ")
+    return value
+
+
+class HeaderBlock:
+    """Response headers framed once, for answers that repeat them (an API's
+    fixed content type, a plan's answers): ``pairs`` as ``respond`` takes
+    them, ``lines`` their wire form ("name: value\\r\\n" each). Immutable;
+    share it freely."""
+
+    __slots__ = ("pairs", "lines")
+
+    def __init__(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        self.pairs: Headers = [(name, clean_header_value(value)) for name, value in pairs]
+        self.lines = b"".join(b"%s: %s\r\n" % pair for pair in self.pairs)
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+
+def body_length(body: Body) -> int:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return len(body)
+    return sum(map(len, body))
+
+
 class HttpApp(TypingProtocol):
     def handle(self, cycle: "RequestCycle") -> Awaitable[None] | None:
         """Answers ``cycle`` now or later (through cycle.respond)."""
@@ -89,7 +123,7 @@ class RequestCycle:
     """One request and the means to answer it exactly once."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "_connection", "responded",
-                 "reserved", "inflight")
+                 "reserved", "inflight", "keep_alive")
 
     def __init__(self, connection: "HttpConnection", method: bytes, target: bytes,
                  headers: Headers) -> None:
@@ -105,6 +139,9 @@ class RequestCycle:
         # The app's handle on work started for this request (``cancel()``),
         # called if the connection is lost before the answer is sent.
         self.inflight = None
+        # Whether the client keeps the connection open after this answer
+        # (the parser sets it once the request is read).
+        self.keep_alive = False
 
     def header(self, name: bytes) -> bytes | None:
         """First value of a header (``name`` in lower case)."""
@@ -124,8 +161,11 @@ class RequestCycle:
     def connected(self) -> bool:
         return self._connection.transport is not None
 
-    def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
-        """Sends the response. A no-op after the client went away."""
+    def respond(self, status: int, headers: Headers | HeaderBlock, body: Body = b"") -> None:
+        """Sends the response: ``headers`` as pairs or prebuilt, the body as
+        one buffer or parts (see ``Body``; memoryviews must stay unchanged
+        until the transport has sent them, as the runtime's output buffers
+        do). A no-op after the client went away."""
         if self.responded:
             return
         self.responded = True
@@ -285,8 +325,8 @@ class HttpConnection(asyncio.Protocol):
 
     # -- for parser subclasses -----------------------------------------------
 
-    def send_response(self, cycle: RequestCycle, status: int, headers: Headers,
-                      body: bytes) -> None:
+    def send_response(self, cycle: RequestCycle, status: int, headers: Headers | HeaderBlock,
+                      body: Body) -> None:
         raise NotImplementedError
 
     def reject(self, status: int, message: str, headers: Headers = ()) -> None:

@@ -16,8 +16,8 @@ try:  # h11 keeps its body readers private; the bare-LF check needs the chunked 
 except ImportError:  # pragma: no cover - a future h11: the body timeout still ends the wait
     _ChunkedReader = None
 
-from pyserver.http.connection import (HANDSHAKE, IDLE, LINGER, REASONS, Headers,
-                                      HttpConnection, RequestCycle)
+from pyserver.http.connection import (HANDSHAKE, IDLE, LINGER, REASONS, Body, HeaderBlock,
+                                      Headers, HttpConnection, RequestCycle, body_length)
 
 log = logging.getLogger("pyserver.http")
 
@@ -130,11 +130,13 @@ class H11Connection(HttpConnection):
                                                                           headers=[])))
         return True
 
-    def send_response(self, cycle: RequestCycle, status: int, headers: Headers,
-                      body: bytes) -> None:
+    def send_response(self, cycle: RequestCycle, status: int, headers: Headers | HeaderBlock,
+                      body: Body) -> None:
         if self.transport is None or cycle is not self.cycle:
             return
-        headers = headers + [(b"content-length", str(len(body)).encode())]
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            body = b"".join(body)  # the reference parser: one Data event
+        headers = [*headers, (b"content-length", b"%d" % body_length(body))]
         if self.closing:
             headers.append((b"connection", b"close"))
         try:

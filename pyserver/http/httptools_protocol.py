@@ -13,12 +13,15 @@ import collections
 
 import httptools
 
-from pyserver.http.connection import (HANDSHAKE, LINGER, REASONS, Headers, HttpConnection,
-                                      RequestCycle)
+from pyserver.http.connection import (HANDSHAKE, LINGER, REASONS, Body, HeaderBlock, Headers,
+                                      HttpConnection, RequestCycle, clean_header_value)
 
 _TEXT = (b"content-type", b"text/plain")
 _MAX_PIPELINED = 16
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
+# Body parts this large go to the transport as they are (no copy into the
+# joined answer); smaller ones are joined with the head into one write.
+_SEPARATE_WRITE_BYTES = 64 * 1024
 
 
 class HttptoolsConnection(HttpConnection):
@@ -31,7 +34,6 @@ class HttptoolsConnection(HttpConnection):
         self._headers: Headers = []
         self._header_bytes = 0
         self._reading: RequestCycle | None = None
-        self._keep_alive: dict[int, bool] = {}
         self._waiting: collections.deque[RequestCycle] = collections.deque()
         self._failed = False       # nothing more is parsed on this connection
         self._pending_reject: tuple[int, str, Headers] | None = None
@@ -114,7 +116,7 @@ class HttptoolsConnection(HttpConnection):
     def on_message_complete(self) -> None:
         cycle, self._reading = self._reading, None
         self.become_idle()
-        self._keep_alive[id(cycle)] = self.parser.should_keep_alive()
+        cycle.keep_alive = self.parser.should_keep_alive()
         if self.cycle is None and not self._waiting:
             self.dispatch(cycle)
             return
@@ -124,24 +126,29 @@ class HttptoolsConnection(HttpConnection):
 
     # -- answers ------------------------------------------------------------
 
-    def send_response(self, cycle: RequestCycle, status: int, headers: Headers,
-                      body: bytes) -> None:
-        if self.transport is None or cycle is not self.cycle:
+    def send_response(self, cycle: RequestCycle, status: int, headers: Headers | HeaderBlock,
+                      body: Body) -> None:
+        transport = self.transport
+        if transport is None or cycle is not self.cycle:
             return
-        keep_alive = self._keep_alive.pop(id(cycle), False)
-        if self.closing:
-            keep_alive = False
-        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        for name, value in headers:
-            if b"\n" in value or b"\r" in value:
-                value = value.replace(b"\r", b" ").replace(b"\n", b" ")
-            parts.append(b"%s: %s\r\n" % (name, value))
-        parts.append(b"content-length: %d\r\n" % len(body))
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        parts.append(body)
-        self.transport.write(b"".join(parts))
+        keep_alive = cycle.keep_alive and not self.closing
+        if type(headers) is HeaderBlock:
+            lines = headers.lines
+        else:
+            lines = b"".join([b"%s: %s\r\n" % (name, clean_header_value(value))
+                              for name, value in headers])
+        status_line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        close = b"" if keep_alive else b"connection: close\r\n"
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if len(body) < _SEPARATE_WRITE_BYTES:
+                transport.write(b"%s%scontent-length: %d\r\n%s\r\n%s" % (
+                    status_line, lines, len(body), close, body))
+            else:
+                self._write_parts(transport, b"%s%scontent-length: %d\r\n%s\r\n" % (
+                    status_line, lines, len(body), close), (body,))
+        else:
+            self._write_parts(transport, b"%s%scontent-length: %d\r\n%s\r\n" % (
+                status_line, lines, sum(map(len, body)), close), body)
         self.cycle = None
         if not keep_alive:
             if self._failed:
@@ -157,6 +164,21 @@ class HttptoolsConnection(HttpConnection):
                 self.become_idle()
             return
         self._answer_next()
+
+    @staticmethod
+    def _write_parts(transport, head: bytes, parts) -> None:
+        """The head and the body parts in order: small parts joined with the
+        head into one write, a large part written as it is."""
+        pending = [head]
+        for part in parts:
+            if len(part) >= _SEPARATE_WRITE_BYTES:
+                transport.write(b"".join(pending))
+                pending.clear()
+                transport.write(part)
+            else:
+                pending.append(part)
+        if pending:
+            transport.write(b"".join(pending))
 
     def _answer_next(self) -> None:
         """Starts on the next queued request (or queued refusal), or reads

@@ -204,8 +204,8 @@ class _InferAnswer:
         error = response.error
         if error is not None:
             return self.api._infer_error(self.cycle, error.code, error.message, self.request_id)
-        result = v1_infer.encode_response(response, self.request_id)
+        result = v1_infer.encode_response(response, self.request_id, views=True)
         result.raw.append(result.binary if self.binary else result.text.encode())
         self.cycle.respond(200, [_OCTET, self.api._nv_status(Code.SUCCESS, ""),
                                  (b"nv-inferresponse", result.one_line.encode())],
-                           b"".join(result.raw))
+                           result.raw)

@@ -17,16 +17,28 @@ from urllib.parse import unquote
 from pyserver.api.request import LATEST
 from pyserver.api.response import InferenceResponse
 from pyserver.errors import Code, ServerError, invalid_arg, v2_http_status
-from pyserver.http.connection import RequestCycle
+from pyserver.http.connection import HeaderBlock, RequestCycle
 from pyserver.protocol import v2
 from pyserver.server import InferenceServer
 from pyserver.shared_memory import CudaRegion, SystemRegion
 
 log = logging.getLogger("pyserver.http")
 
-_JSON = (b"content-type", b"application/json")
+_JSON = HeaderBlock([(b"content-type", b"application/json")])
 _OCTET = (b"content-type", b"application/octet-stream")
 _HEADER_LENGTH = b"inference-header-content-length"
+# The headers of a binary answer, per length of its JSON part (few distinct).
+_BINARY_HEADERS: dict[int, HeaderBlock] = {}
+_BINARY_HEADERS_KEPT = 4096
+
+
+def _binary_headers(json_length: int) -> HeaderBlock:
+    block = _BINARY_HEADERS.get(json_length)
+    if block is None:
+        block = HeaderBlock([_OCTET, (_HEADER_LENGTH, b"%d" % json_length)])
+        if len(_BINARY_HEADERS) < _BINARY_HEADERS_KEPT:
+            _BINARY_HEADERS[json_length] = block
+    return block
 
 
 class V2HttpApi:
@@ -36,36 +48,45 @@ class V2HttpApi:
         self.server = server
 
     def handle(self, cycle: RequestCycle):
-        parts = cycle.path.decode("utf-8", "replace").strip("/").split("/")
-        method = cycle.method
         try:
-            n = len(parts)
-            if n == 1:
-                return self._get(cycle, method, lambda: v2.server_metadata(self.server))
-            if parts[1] == "health" and n == 3 and parts[2] in ("live", "ready"):
-                if method != b"GET":
-                    return _error(cycle, 405, "method not allowed")
-                healthy = self.server.live if parts[2] == "live" else self.server.ready
-                return cycle.respond(200 if healthy else 400, [_JSON], b"")
-            if parts[1] == "models" and n == 3 and parts[2] == "stats":
-                return self._get(cycle, method, lambda: v2.statistics(self.server.statistics()))
-            if parts[1] == "models" and n >= 3:
-                return self._model(cycle, method, parts[2], parts[3:])
-            if parts[1] == "repository":
-                return self._repository(cycle, method, parts[2:])
-            if parts[1] in ("systemsharedmemory", "cudasharedmemory"):
-                return self._shared_memory(cycle, method, parts[1], parts[2:])
+            path = cycle.path
+            if path.endswith(b"/infer") and path.startswith(b"/v2/models/") and \
+                    cycle.method == b"POST":
+                model = path[11:-6]  # the hot path: /v2/models/<model>/infer
+                if model and b"/" not in model:
+                    return self._infer(cycle, model.decode("utf-8", "replace"), LATEST)
+            return self._route(cycle)
         except ServerError as exc:
             return _error(cycle, v2_http_status(exc.code), exc.message)
         except Exception:  # a fault of ours: the client learns only that
             log.exception("v2 HTTP %s failed", cycle.path[:200])
             return _error(cycle, 500, "internal error")
+
+    def _route(self, cycle: RequestCycle):
+        parts = cycle.path.decode("utf-8", "replace").strip("/").split("/")
+        method = cycle.method
+        n = len(parts)
+        if n == 1:
+            return self._get(cycle, method, lambda: v2.server_metadata(self.server))
+        if parts[1] == "health" and n == 3 and parts[2] in ("live", "ready"):
+            if method != b"GET":
+                return _error(cycle, 405, "method not allowed")
+            healthy = self.server.live if parts[2] == "live" else self.server.ready
+            return cycle.respond(200 if healthy else 400, _JSON, b"")
+        if parts[1] == "models" and n == 3 and parts[2] == "stats":
+            return self._get(cycle, method, lambda: v2.statistics(self.server.statistics()))
+        if parts[1] == "models" and n >= 3:
+            return self._model(cycle, method, parts[2], parts[3:])
+        if parts[1] == "repository":
+            return self._repository(cycle, method, parts[2:])
+        if parts[1] in ("systemsharedmemory", "cudasharedmemory"):
+            return self._shared_memory(cycle, method, parts[1], parts[2:])
         return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')[:200]}")
 
     def _get(self, cycle: RequestCycle, method: bytes, build) -> None:
         if method != b"GET":
             return _error(cycle, 405, "method not allowed")
-        cycle.respond(200, [_JSON], json.dumps(build()).encode())
+        cycle.respond(200, _JSON, json.dumps(build()).encode())
 
     def _model(self, cycle: RequestCycle, method: bytes, model: str, rest: list[str]):
         version = LATEST
@@ -85,7 +106,7 @@ class V2HttpApi:
             if action == "ready":
                 if method != b"GET":
                     return _error(cycle, 405, "method not allowed")
-                return cycle.respond(200 if server.model_ready(model, version) else 400, [_JSON],
+                return cycle.respond(200 if server.model_ready(model, version) else 400, _JSON,
                                      b"")
             if action == "config":
                 return self._get(cycle, method,
@@ -110,7 +131,7 @@ class V2HttpApi:
             if not isinstance(ready, bool):
                 raise invalid_arg("'ready' must be true or false")
             index = v2.repository_index(self.server.index(ready))
-            return cycle.respond(200, [_JSON], json.dumps(index).encode())
+            return cycle.respond(200, _JSON, json.dumps(index).encode())
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             params = body.get("parameters") or {}
             if not isinstance(params, dict):
@@ -132,7 +153,7 @@ class V2HttpApi:
             # whatever the cause; only a refused mode is 503.
             status = 503 if exc.code == Code.UNAVAILABLE else 400
             return _error(cycle, status, exc.message)
-        cycle.respond(200, [_JSON], b"")
+        cycle.respond(200, _JSON, b"")
 
     # -- shared memory ----------------------------------------------------------------
 
@@ -158,7 +179,7 @@ class V2HttpApi:
             return _error(cycle, 405, "method not allowed")
         if action == "unregister":
             registry.unregister(kind, name)
-            return cycle.respond(200, [_JSON], b"")
+            return cycle.respond(200, _JSON, b"")
         body = _json_body(cycle)
         if kind is SystemRegion:
             registry.register_system(name, body.get("key"), body.get("offset", 0),
@@ -166,7 +187,7 @@ class V2HttpApi:
         else:
             registry.register_cuda(name, _raw_handle(body.get("raw_handle")),
                                    body.get("device_id", 0), body.get("byte_size"))
-        return cycle.respond(200, [_JSON], b"")
+        return cycle.respond(200, _JSON, b"")
 
     # -- infer ----------------------------------------------------------------------
 
@@ -191,10 +212,10 @@ class _InferAnswer:
         doc, parts = v2.encode_response(response, self.request)
         head = json.dumps(doc).encode()
         if parts:
-            cycle.respond(200, [_OCTET, (_HEADER_LENGTH, str(len(head)).encode())],
-                          b"".join([head, *parts]))
+            parts.insert(0, head)
+            cycle.respond(200, _binary_headers(len(head)), parts)
         else:
-            cycle.respond(200, [_JSON], head)
+            cycle.respond(200, _JSON, head)
 
 
 class HttpRouter:
@@ -231,4 +252,4 @@ def _raw_handle(value) -> bytes:
 
 
 def _error(cycle: RequestCycle, status: int, message: str) -> None:
-    cycle.respond(status, [_JSON], v2.error_body(message))
+    cycle.respond(status, _JSON, v2.error_body(message))

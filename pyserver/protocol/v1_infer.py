@@ -203,10 +203,13 @@ class InferResult:
         self.text = text
 
 
-def encode_response(response: InferenceResponse, request_id: int = 0) -> InferResult:
+def encode_response(response: InferenceResponse, request_id: int = 0,
+                    views: bool = False) -> InferResult:
     """A successful InferenceResponse as raw bytes and an
     InferResponseHeader. The header (without id) is cached per output
-    shapes when no output is a classification."""
+    shapes when no output is a classification. With ``views`` the raw
+    outputs are memoryviews of the output tensors where they can be
+    (InferOutput.wire_view), for a writer that sends them as they are."""
     raw = []
     shapes = []
     any_cls = False
@@ -217,7 +220,7 @@ def encode_response(response: InferenceResponse, request_id: int = 0) -> InferRe
         elif out.shared_memory is not None:  # written into the region
             raw.append(b"")
         else:
-            raw.append(out.to_bytes())
+            raw.append(out.wire_view() if views else out.to_bytes())
         shapes.append(out.shape)
     key = ("v1", *shapes)
     cached = None if any_cls else response.cache.get(key)

@@ -261,9 +261,11 @@ def parse_http_body(body: bytearray | bytes, header_length: bytes | None, model:
     return request_from_json(load_json(json_part), binary, model, version)
 
 
-def encode_response(response: InferenceResponse, request: V2Request) -> tuple[dict, list[bytes]]:
+def encode_response(response: InferenceResponse, request: V2Request
+                    ) -> tuple[dict, list[bytes | memoryview]]:
     """(JSON document, binary output parts in order) of a successful
-    response."""
+    response; the parts view the output tensors where they can
+    (InferOutput.wire_view)."""
     binary_of = request.binary_outputs
     default = request.binary_default
     doc = {"model_name": response.model, "model_version": str(response.version)}
@@ -278,7 +280,7 @@ def encode_response(response: InferenceResponse, request: V2Request) -> tuple[di
         if shared is not None:  # written into the region: no data here
             out["parameters"] = shared_memory_parameters(shared)
         elif binary_of.get(output.name, default):
-            data = output.to_bytes()
+            data = output.wire_view()
             out["parameters"] = {"binary_data_size": len(data)}
             parts.append(data)
         elif datatype == "BYTES":
