@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     process_limits.rate_limit_repeated_logs()
     fds = [int(fd) for fd in mine.hop_fds.split(",")]
     return cli.run_with_loop(serve(mine.worker_index, mine.worker_count, fds, args),
-                             args.event_loop)
+                             cli.event_loop_for(args))
 
 
 if __name__ == "__main__":
