@@ -13,6 +13,7 @@ SCENARIOS: dict[str, str] = {
     "v1-http": "v1_http",
     "v1-inprocess": "v1_inprocess",
     "frontend-workers": "frontend_workers",
+    "event-loop": "event_loop",
     "load": "load",
     "h11-echo": "h11_echo",
     "metrics-grpc": "metrics_grpc",
