@@ -13,7 +13,9 @@ family. "× pyserver" divides by the pyserver row measured by the same client (w
 pyserver over wrk; perf_analyzer by pyserver-perf, marked †: same method, not the same
 binary). ``grpc_aio`` is the ceiling of grpc.aio itself (perf/peers/grpc_aio_ceiling.py:
 ModelInfer answered from cached bytes, in pyserver's venv), measured by perf_analyzer over
-v2 gRPC beside pyserver's and Triton's gRPC rows.
+v2 gRPC beside pyserver's and Triton's gRPC rows. ``pyserver_w2`` is pyserver with two
+front-end worker processes (``--frontend-workers=2``), measured by perf_analyzer and wrk on
+the v2 API beside the one-process rows.
 
 Rounds alternate the servers (the order rotates each round) and the table quotes medians:
 the machine is shared. Every server binds 127.0.0.1 only; every process and client run is
@@ -47,12 +49,13 @@ from .. import install_peers
 from .clients import Clients
 from .models import Model, make_models, probe
 from .peer_servers import KServe, MLServer, TorchServe, Triton
-from .servers import PEER_OF, GrpcAioCeiling, H11Echo, NginxEcho, PyServer, Row, Server
+from .servers import (PEER_OF, GrpcAioCeiling, H11Echo, NginxEcho, PyServer, PyServerWorkers,
+                      Row, Server)
 from .tables import render_json, render_section, row_record
 
 SERVER_CLASSES: dict[str, type[Server]] = {
-    "pyserver": PyServer, "triton": Triton, "mlserver": MLServer, "kserve": KServe,
-    "torchserve": TorchServe, "nginx": NginxEcho, "h11": H11Echo, "grpc_aio": GrpcAioCeiling}
+    "pyserver": PyServer, "pyserver_w2": PyServerWorkers, "triton": Triton, "mlserver": MLServer,
+    "kserve": KServe, "torchserve": TorchServe, "nginx": NginxEcho, "h11": H11Echo, "grpc_aio": GrpcAioCeiling}
 MODEL_NAMES = ("add", "mlp")
 
 
@@ -77,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def placeholder_rows(name: str, models: list[Model], reason: str) -> list[Row]:
     """The rows a server would have had, each carrying why it could not run."""
     apis = {"pyserver": [("v1 HTTP binary", "pyserver-perf"), ("v1 HTTP binary", "wrk")],
+            "pyserver_w2": [("v2 HTTP binary", "perf_analyzer"), ("v2 gRPC", "perf_analyzer")],
             "triton": [("v2 HTTP binary", "perf_analyzer"), ("v2 HTTP binary", "wrk"),
                        ("v2 HTTP JSON", "wrk")],
             "mlserver": [("v2 HTTP JSON", "wrk")], "kserve": [("v2 HTTP JSON", "wrk")],

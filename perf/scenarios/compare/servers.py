@@ -75,12 +75,13 @@ class Server:
 
 class PyServer(Server):
     name = "pyserver"
+    flags: tuple[str, ...] = ()
 
     def start(self) -> None:
         store = self.workdir / "store"
         for model in self.models:
             write_model(store, model.name, model.v1_config(), {1: model.onnx})
-        server = start_pyserver(store, self.workdir, flags=())
+        server = start_pyserver(store, self.workdir, self.name, flags=self.flags)
         self.processes.append(server.process)
         self.port, self.grpc_port = server.http_port, server.grpc_port
         self.grpc = self._serves_grpc()
@@ -98,23 +99,35 @@ class PyServer(Server):
     def rows(self) -> list[Row]:
         rows = []
         for m in self.models:
-            rows.append(Row("pyserver", "v1 HTTP binary", "pyserver-perf", m.name, self.port,
+            rows.append(Row(self.name, "v1 HTTP binary", "pyserver-perf", m.name, self.port,
                             v1_request(m, self.port)))
-            rows.append(Row("pyserver", "v1 HTTP binary", "wrk", m.name, self.port,
+            rows.append(Row(self.name, "v1 HTTP binary", "wrk", m.name, self.port,
                             v1_request(m, self.port)))
             if self.grpc:
-                rows.append(Row("pyserver", "v1 gRPC", "pyserver-perf", m.name, self.grpc_port,
+                rows.append(Row(self.name, "v1 gRPC", "pyserver-perf", m.name, self.grpc_port,
                                 extra={"protocol": "grpc"}))
             if self.v2:
-                rows.append(Row("pyserver", "v2 HTTP binary", "wrk", m.name, self.port,
+                rows.append(Row(self.name, "v2 HTTP binary", "wrk", m.name, self.port,
                                 v2_binary_request(m)))
-                rows.append(Row("pyserver", "v2 HTTP JSON", "wrk", m.name, self.port,
+                rows.append(Row(self.name, "v2 HTTP JSON", "wrk", m.name, self.port,
                                 v2_json_request(m)))
-                rows.append(Row("pyserver", "v2 HTTP binary", "perf_analyzer", m.name, self.port))
+                rows.append(Row(self.name, "v2 HTTP binary", "perf_analyzer", m.name, self.port))
                 if self.grpc:
-                    rows.append(Row("pyserver", "v2 gRPC", "perf_analyzer", m.name,
+                    rows.append(Row(self.name, "v2 gRPC", "perf_analyzer", m.name,
                                     self.grpc_port))
         return rows
+
+
+class PyServerWorkers(PyServer):
+    """pyserver with two front-end worker processes (--frontend-workers=2): the v2 rows
+    perf_analyzer and wrk measure, beside the one-process pyserver's."""
+    name = "pyserver_w2"
+    flags = ("--frontend-workers=2",)
+
+    def rows(self) -> list[Row]:
+        wanted = {("v2 HTTP binary", "perf_analyzer"), ("v2 gRPC", "perf_analyzer"),
+                  ("v2 HTTP binary", "wrk")}
+        return [row for row in super().rows() if (row.api, row.client) in wanted]
 
 
 class NginxEcho(Server):
