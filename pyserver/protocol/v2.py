@@ -21,6 +21,7 @@ from pyserver.api.request import LATEST, InferenceRequest, InferInput, Requested
 from pyserver.api.response import InferenceResponse
 from pyserver.api.status import IndexEntry, ModelMetadata, VersionStatus
 from pyserver.errors import invalid_arg, v2_http_status
+from pyserver.protos import v2_model_config_pb2 as mc2
 from pyserver.shared_memory import SharedMemoryRef
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository",
@@ -319,27 +320,41 @@ def model_metadata(metadata: ModelMetadata) -> dict:
 
 
 def model_config(config) -> dict:
-    """The config as Triton's JSON: proto field names, int64 as numbers,
-    enums as their names."""
-    return message_to_dict(config)
+    """The config (the repository's, v1 layout) as Triton's JSON of its v2 ModelConfig (the
+    same field numbers: the v1 config is the v2 config's wire form): proto field names,
+    every field without presence printed even when it holds its default
+    (``"max_batch_size": 0``, ``"format": "FORMAT_NONE"``, empty lists), int64 as numbers,
+    enums as their names; unset messages and unset oneof members left out."""
+    return message_to_dict(mc2.ModelConfig.FromString(config.SerializeToString()),
+                           defaults=True)
 
 
-def message_to_dict(message) -> dict:
+def message_to_dict(message, defaults: bool = False) -> dict:
+    """``message`` as a JSON-ready dict of proto field names; with ``defaults``, fields
+    without presence that hold their default too (protobuf's always-print-primitive-fields
+    rule), recursively."""
+    if not defaults:
+        return {field.name: _field_value(field, value, False)
+                for field, value in message.ListFields()}
     out = {}
-    for field, value in message.ListFields():
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            out[field.name] = {str(k): _value(value_field, v) for k, v in value.items()}
-        elif field.is_repeated:
-            out[field.name] = [_value(field, v) for v in value]
-        else:
-            out[field.name] = _value(field, value)
+    for field in message.DESCRIPTOR.fields:
+        if not field.has_presence or message.HasField(field.name):
+            out[field.name] = _field_value(field, getattr(message, field.name), True)
     return out
 
 
-def _value(field, value):
+def _field_value(field, value, defaults: bool):
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value_field = field.message_type.fields_by_name["value"]
+        return {str(k): _value(value_field, v, defaults) for k, v in value.items()}
+    if field.is_repeated:
+        return [_value(field, v, defaults) for v in value]
+    return _value(field, value, defaults)
+
+
+def _value(field, value, defaults: bool = False):
     if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
-        return message_to_dict(value)
+        return message_to_dict(value, defaults)
     if field.type == descriptor.FieldDescriptor.TYPE_ENUM:
         enum_value = field.enum_type.values_by_number.get(value)
         return enum_value.name if enum_value is not None else value

@@ -85,11 +85,27 @@ def test_model_metadata_unknown_model(client):
 def test_model_config_in_triton_json(client, server):
     cfg = client.get_model_config("simple")
     assert cfg["name"] == "simple" and cfg["max_batch_size"] == 8
-    assert cfg["input"][0] == {"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [16]}
+    assert cfg["input"][0]["name"] == "INPUT0" and cfg["input"][0]["dims"] == [16]
+    assert cfg["input"][0]["data_type"] == "TYPE_FP32"
     assert cfg["instance_group"][0]["kind"] == "KIND_CPU"
     # int64 fields are JSON numbers (perf_analyzer reads them as such)
     status, _, body = http_request(server.port, "GET", "/v2/models/simple/config")
     assert status == 200 and b'"dims": [16]' in body
+
+
+def test_model_config_prints_fields_that_hold_their_default(client):
+    """As Triton prints it (protobuf's always-print-primitive-fields): a non-batching
+    model says max_batch_size 0, an input its format, an output its empty label file;
+    a message that is not set (dynamic_batching here) stays out."""
+    cfg = client.get_model_config("simple_nobatch")
+    assert cfg["max_batch_size"] == 0
+    assert cfg["backend"] == ""
+    assert cfg["input"][0]["format"] == "FORMAT_NONE"
+    assert cfg["input"][0]["is_shape_tensor"] is False
+    assert cfg["output"][0]["label_filename"] == ""
+    assert cfg["instance_group"][0]["gpus"] == []
+    assert cfg["parameters"] == {}
+    assert "dynamic_batching" not in cfg and "sequence_batching" not in cfg
 
 
 # -- infer ----------------------------------------------------------------------
