@@ -20,7 +20,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc  # noqa: E402 - after its log level
 
-from pyserver import __version__, metrics, process_limits  # noqa: E402
+from pyserver import __version__, log_settings, metrics, process_limits  # noqa: E402
 from pyserver.tls import TlsConfigError, TlsFiles, TlsMaterial, load_tls
 from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
@@ -186,8 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="event loop: the standard one, uvloop, or auto (uvloop when "
                         "installed, as it is with pyserver's dependencies, and HTTPS is "
                         "off; it costs gRPC ~20%% less CPU per call, HTTP ~10%%)")
-    p.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, metavar="LEVEL",
-                   help="log debug messages when > 0 (--log-verbose alone: 1)")
+    p.add_argument("--log-verbose", type=_verbose_level, nargs="?", const=1, default=0,
+                   metavar="LEVEL", help="log debug messages when > 0 (--log-verbose alone: 1)")
+    _add_bool(p, "--log-info", default=True, help="log INFO messages")
+    _add_bool(p, "--log-warning", default=True, help="log WARNING messages")
+    _add_bool(p, "--log-error", default=True, help="log ERROR messages")
+    p.add_argument("--log-format", choices=log_settings.FORMATS, default="default",
+                   help="timestamps local (default) or ISO8601 in UTC")
+    p.add_argument("--log-file", default="", metavar="PATH",
+                   help="append the log to this file (default: standard error); the log "
+                        "settings but this one may be changed at run time (/v2/logging)")
     _add_tls_flags(p)
     _add_limit_flags(p)
     return p
@@ -708,16 +716,36 @@ async def _poll(server: InferenceServer, interval: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.log_verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
-                        stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        log_settings.configure(log_settings_of(args))
+    except OSError as exc:
+        parser.error(f"--log-file: cannot open {args.log_file!r}: {exc.strerror}")
     process_limits.rate_limit_repeated_logs()
     try:
         args.argv = list(sys.argv[1:] if argv is None else argv)
         return run_with_loop(run(args), event_loop_for(args))
     except KeyboardInterrupt:
         return 130
+
+
+def log_settings_of(args: argparse.Namespace) -> log_settings.LogSettings:
+    """The log settings the --log-* flags ask for."""
+    return log_settings.LogSettings(
+        log_file=args.log_file, log_info=args.log_info, log_warning=args.log_warning,
+        log_error=args.log_error, log_verbose_level=args.log_verbose,
+        log_format=args.log_format)
+
+
+def _verbose_level(text: str) -> int:
+    try:
+        level = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if level < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return level
 
 
 def _loop_name() -> str:

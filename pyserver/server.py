@@ -20,9 +20,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
-from pyserver import _core, __version__
+from pyserver import _core, __version__, log_settings
 from pyserver.api import datatypes
 from pyserver.api.plan import InferPlan, plan_for, rejected_batch_size
 from pyserver.api.request import LATEST, InferenceRequest
@@ -123,6 +123,7 @@ class InferenceServer:
         self.draining = False
         # Registered shared-memory regions (pyserver.shared_memory).
         self.shared_memory = SharedMemoryRegistry(options.allow_shared_memory)
+        self.log_settings_listeners: list[Callable[[log_settings.LogSettings], None]] = []
 
     # -- start and stop -----------------------------------------------------
 
@@ -487,6 +488,24 @@ class InferenceServer:
                 out.append(IndexEntry(name, number, _STATE_NAMES.get(v.state, "UNKNOWN"),
                                       v.reason, loaded))
         return out
+
+    # -- log settings -------------------------------------------------------
+
+    def log_settings(self) -> dict:
+        """This server's log settings, by Triton's names (pyserver.log_settings)."""
+        return log_settings.current().as_dict()
+
+    def update_log_settings(self, changes: Mapping[str, object]) -> dict:
+        """Makes ``changes`` (some of the settings, by name) this server's and returns all
+        of them; raises ServerError (INVALID_ARG) and changes nothing if one is not valid.
+        Each callable in ``log_settings_listeners`` (the front-end workers') is handed the
+        new LogSettings."""
+        settings = log_settings.current().updated(changes)
+        log_settings.apply(settings)
+        for listener in self.log_settings_listeners:
+            listener(settings)
+        log.info("log settings now %s", settings.as_dict())
+        return settings.as_dict()
 
 
 class _Call:

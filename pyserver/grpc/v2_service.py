@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 
 from pyserver.api.response import InferenceResponse
-from pyserver.errors import Code, ServerError, grpc_status, internal
+from pyserver.errors import Code, ServerError, grpc_status, internal, invalid_arg
 from pyserver.protocol import v2
 from pyserver.protocol.messages import parse
 from pyserver.protos import v2_grpc_service_pb2 as pb
@@ -85,6 +85,7 @@ class V2GrpcService:
                                               pb.CudaSharedMemoryRegisterRequest),
             "CudaSharedMemoryUnregister": unary(self.cuda_shm_unregister,
                                                 pb.CudaSharedMemoryUnregisterRequest),
+            "LogSettings": unary(self.log_settings, pb.LogSettingsRequest),
         })
 
     # -- health and metadata ---------------------------------------------------------
@@ -179,6 +180,24 @@ class V2GrpcService:
         self.server.shared_memory.unregister(CudaRegion, request.name)
         return pb.CudaSharedMemoryUnregisterResponse()
 
+    # -- log settings -------------------------------------------------------------------
+
+    async def log_settings(self, request):
+        server = self.server
+        settings = server.update_log_settings(
+            {name: _setting_value(value) for name, value in request.settings.items()}) \
+            if request.settings else server.log_settings()
+        response = pb.LogSettingsResponse()
+        for name, value in settings.items():
+            slot = response.settings[name]
+            if isinstance(value, bool):
+                slot.bool_param = value
+            elif isinstance(value, int):
+                slot.uint32_param = value
+            else:
+                slot.string_param = value
+        return response
+
     # -- inference ----------------------------------------------------------------------
 
     async def model_infer(self, message) -> pb.ModelInferResponse:
@@ -246,6 +265,13 @@ class V2GrpcService:
 
     async def _stream_answer(self, message) -> tuple[str, InferenceResponse]:
         return message.id, await self._infer(message)
+
+
+def _setting_value(value):
+    choice = value.WhichOneof("parameter_choice")
+    if choice is None:
+        raise invalid_arg("a log setting was sent without a value")
+    return getattr(value, choice)
 
 
 def _infer_response(response: InferenceResponse, message_id: str) -> pb.ModelInferResponse:

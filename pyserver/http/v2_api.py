@@ -81,6 +81,8 @@ class V2HttpApi:
             return self._repository(cycle, method, parts[2:])
         if parts[1] in ("systemsharedmemory", "cudasharedmemory"):
             return self._shared_memory(cycle, method, parts[1], parts[2:])
+        if parts[1] == "logging" and n == 2:
+            return self._logging(cycle, method)
         return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')[:200]}")
 
     def _get(self, cycle: RequestCycle, method: bytes, build) -> None:
@@ -154,6 +156,19 @@ class V2HttpApi:
             status = 503 if exc.code == Code.UNAVAILABLE else 400
             return _error(cycle, status, exc.message)
         cycle.respond(200, _JSON, b"")
+
+    # -- log settings -----------------------------------------------------------------
+
+    def _logging(self, cycle: RequestCycle, method: bytes) -> None:
+        """GET: the log settings; POST a JSON object of some of them: changes those and
+        answers with all (Triton's logging extension)."""
+        if method == b"GET":
+            settings = self.server.log_settings()
+        elif method == b"POST":
+            settings = self.server.update_log_settings(_json_body(cycle))
+        else:
+            return _error(cycle, 405, "method not allowed")
+        cycle.respond(200, _JSON, json.dumps(settings).encode())
 
     # -- shared memory ----------------------------------------------------------------
 

@@ -282,6 +282,7 @@ class RepositoryManager:
         try:
             entry.labels = cfg.load_labels(path, config)
             model_file = cfg.model_path(path, version, config)
+            log.debug("%s version %d: model file %s", model.name, version, model_file)
             for group in config.instance_group:
                 devices = list(group.gpus) if group.kind == mc.ModelInstanceGroup.KIND_GPU else [-1]
                 for device in devices:

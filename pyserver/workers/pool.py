@@ -49,7 +49,8 @@ def _calls(server: InferenceServer) -> dict[str, Any]:
     registry = server.shared_memory
     return {
         "hello": lambda: {"id": server.id, "version": server.version,
-                          "start_ns": server.start_ns, "options": server.options},
+                          "start_ns": server.start_ns, "options": server.options,
+                          "log_settings": server.log_settings()},
         "state": lambda: server.state,
         "draining": lambda: server.draining,
         "live": lambda: server.live,
@@ -62,6 +63,8 @@ def _calls(server: InferenceServer) -> dict[str, Any]:
         "model_status": server.model_status,
         "statistics": server.statistics,
         "index": server.index,
+        "log_settings": server.log_settings,
+        "update_log_settings": server.update_log_settings,
         "shm.register_system": registry.register_system,
         "shm.register_cuda": registry.register_cuda,
         "shm.unregister": lambda kind, name: registry.unregister(_KINDS[kind], name),
@@ -313,6 +316,7 @@ class WorkerPool:
         self.tallies = SharedTallies.create(count)
         self.stopping = False
         self.restarts = 0
+        server.log_settings_listeners.append(self._tell_log_settings)
 
     async def start(self, timeout: float = 60.0) -> None:
         """Starts every worker and waits until each listens. Raises
@@ -321,6 +325,11 @@ class WorkerPool:
             self._spawn(index)
         await asyncio.wait_for(asyncio.gather(*(link.listening for link in self.links)),
                                timeout)
+
+    def _tell_log_settings(self, settings) -> None:
+        for link in self.links:
+            if link is not None:
+                link.notify("log-settings", settings.as_dict())
 
     def _spawn(self, index: int) -> WorkerLink:
         link = self.links[index] = WorkerLink(self, index)

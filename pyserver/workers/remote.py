@@ -14,6 +14,7 @@ from typing import Any
 
 from pyserver.api.request import LATEST, InferenceRequest
 from pyserver.api.response import InferenceResponse
+from pyserver import log_settings
 from pyserver.errors import ServerError, unavailable
 from pyserver.server import ANSWERED, ServerOptions, ShutdownReport
 from pyserver.shared_memory import CudaRegion, SystemRegion
@@ -247,6 +248,15 @@ class RemoteServer:
 
     def index(self, ready_only: bool = False):
         return self._sync.call("index", ready_only)
+
+    def log_settings(self) -> dict:
+        return self._sync.call("log_settings")
+
+    def update_log_settings(self, changes) -> dict:
+        """The engine's to change: it applies them and hands them to every worker."""
+        settings = self._sync.call("update_log_settings", dict(changes))
+        log_settings.apply(log_settings.LogSettings(**settings))
+        return settings
 
     async def load_model(self, name: str) -> None:
         await self._async.call("load_model", name)

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 
-from pyserver import cli, process_limits
+from pyserver import cli, log_settings, process_limits
 from pyserver.workers.control import AsyncCaller, SyncCaller
 from pyserver.workers.remote import RemoteServer
 from pyserver.workers.ring import Doorbell, RingReader, RingWriter, SharedRegion
@@ -45,6 +45,7 @@ async def serve(index: int, count: int, fds: list[int], args: argparse.Namespace
     responses_region = SharedRegion.attach(responses_fd)
     sync = SyncCaller(socket.socket(fileno=sync_fd))
     hello = sync.call("hello")
+    log_settings.apply(log_settings.LogSettings(**hello["log_settings"]))
     server = RemoteServer(hello, sync, Doorbell(socket.socket(fileno=bell_fd)),
                           RingWriter(requests_region.view), RingReader(responses_region.view),
                           index, count)
@@ -54,6 +55,8 @@ async def serve(index: int, count: int, fds: list[int], args: argparse.Namespace
     def on_notice(name: str, notice_args: tuple) -> None:
         if name == "record":
             server.deliver_record(notice_args[0])
+        elif name == "log-settings":
+            log_settings.apply(log_settings.LogSettings(**notice_args[0]))
         elif name in ("stop", "engine-gone"):
             stop.set()
 
@@ -92,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     mine = own.parse_args(argv[:split])
     args = cli.build_parser().parse_args(argv[split + 1:])
     _die_with_parent()
-    level = logging.DEBUG if args.log_verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname).1s %(name)s w{mine.worker_index}] "
-                               "%(message)s")
+    # The flags' settings until the engine's hello brings its current ones.
+    log_settings.configure(cli.log_settings_of(args), tag=f"w{mine.worker_index}")
     process_limits.rate_limit_repeated_logs()
     fds = [int(fd) for fd in mine.hop_fds.split(",")]
     return cli.run_with_loop(serve(mine.worker_index, mine.worker_count, fds, args),
