@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "completion_queue.h"
@@ -161,6 +162,125 @@ TEST(DirectSchedulerStopsWithCancelledRequests) {
   EXPECT(out.size() == 5);
   EXPECT(f.runtime->executed == std::vector<uint64_t>({1, 2, 4}));
   EXPECT(f.scheduler->InflightCount() == 0);
+}
+
+// A RecordingRuntime that may run on a caller's thread, and notes which thread ran each
+// request (never two at once: the scheduler serialises an instance).
+class CallerThreadRuntime : public RecordingRuntime {
+ public:
+  using RecordingRuntime::RecordingRuntime;
+  bool MayRunOnCallerThread() const override { return true; }
+  void Execute(Batch* batch) override {
+    threads.push_back(std::this_thread::get_id());
+    RecordingRuntime::Execute(batch);
+  }
+  std::vector<std::thread::id> threads;
+};
+
+constexpr int64_t kOneSecondNs = 1000000000;
+
+std::unique_ptr<DirectScheduler> OneInstance(std::unique_ptr<ModelRuntime> runtime,
+                                             CompletionQueue* queue, ModelStats* stats) {
+  std::vector<std::unique_ptr<ModelRuntime>> runtimes;
+  runtimes.push_back(std::move(runtime));
+  std::unique_ptr<DirectScheduler> scheduler;
+  DirectScheduler::Create(std::move(runtimes), queue, stats, &scheduler);
+  return scheduler;
+}
+
+// Runs kInlineWarmup requests through the instance thread; whether all completed.
+bool WarmUp(DirectScheduler* scheduler, CompletionQueue* queue) {
+  for (uint64_t i = 1; i <= DirectScheduler::kInlineWarmup; ++i) {
+    auto request = MakeRequest(1000 + i);
+    scheduler->Enqueue(&request);
+  }
+  return Collect(queue, DirectScheduler::kInlineWarmup).size() ==
+         DirectScheduler::kInlineWarmup;
+}
+
+TEST(EnqueueOrRunRunsAQuickModelOnTheCallersThreadOnceWarm) {
+  std::unique_ptr<CompletionQueue> queue;
+  CompletionQueue::Create(&queue);
+  ModelStats stats;
+  auto runtime = std::make_unique<CallerThreadRuntime>();
+  CallerThreadRuntime* raw = runtime.get();
+  auto scheduler = OneInstance(std::move(runtime), queue.get(), &stats);
+  bool ran_inline = true;
+  auto early = MakeRequest(1);
+  EXPECT(scheduler->EnqueueOrRun(&early, kOneSecondNs, &ran_inline).IsOk());
+  EXPECT(!ran_inline);  // nothing timed yet
+  EXPECT(Collect(queue.get(), 1).size() == 1);
+  EXPECT(WarmUp(scheduler.get(), queue.get()));
+  auto request = MakeRequest(7);
+  EXPECT(scheduler->EnqueueOrRun(&request, kOneSecondNs, &ran_inline).IsOk());
+  EXPECT(ran_inline);
+  EXPECT(request == nullptr);
+  std::vector<std::unique_ptr<InferRequest>> out;
+  queue->Drain(&out);  // already there: no waiting
+  EXPECT(out.size() == 1 && out[0]->ticket == 7 && out[0]->status.IsOk());
+  EXPECT(raw->threads.back() == std::this_thread::get_id());
+  EXPECT(scheduler->InflightCount() == 0);
+  scheduler->Stop();
+}
+
+TEST(EnqueueOrRunQueuesForARuntimeThatMustStayOnItsThread) {
+  std::unique_ptr<CompletionQueue> queue;
+  CompletionQueue::Create(&queue);
+  ModelStats stats;
+  auto scheduler = OneInstance(std::make_unique<RecordingRuntime>(), queue.get(), &stats);
+  EXPECT(WarmUp(scheduler.get(), queue.get()));
+  bool ran_inline = true;
+  auto request = MakeRequest(7);
+  EXPECT(scheduler->EnqueueOrRun(&request, kOneSecondNs, &ran_inline).IsOk());
+  EXPECT(!ran_inline);
+  EXPECT(Collect(queue.get(), 1).size() == 1);
+}
+
+TEST(EnqueueOrRunQueuesForAModelSlowerThanTheLimit) {
+  std::unique_ptr<CompletionQueue> queue;
+  CompletionQueue::Create(&queue);
+  ModelStats stats;
+  auto scheduler = OneInstance(
+      std::make_unique<CallerThreadRuntime>(std::chrono::milliseconds(1)), queue.get(), &stats);
+  EXPECT(WarmUp(scheduler.get(), queue.get()));
+  bool ran_inline = true;
+  auto request = MakeRequest(7);
+  EXPECT(scheduler->EnqueueOrRun(&request, 100000 /* 100 µs */, &ran_inline).IsOk());
+  EXPECT(!ran_inline);
+  EXPECT(Collect(queue.get(), 1).size() == 1);
+}
+
+TEST(EnqueueOrRunQueuesWhileTheInstanceIsBusy) {
+  std::unique_ptr<CompletionQueue> queue;
+  CompletionQueue::Create(&queue);
+  ModelStats stats;
+  auto runtime = std::make_unique<CallerThreadRuntime>(std::chrono::milliseconds(5));
+  CallerThreadRuntime* raw = runtime.get();
+  auto scheduler = OneInstance(std::move(runtime), queue.get(), &stats);
+  EXPECT(WarmUp(scheduler.get(), queue.get()));
+  auto first = MakeRequest(1);
+  scheduler->Enqueue(&first);  // queued or running: either way not idle
+  bool ran_inline = true;
+  auto second = MakeRequest(2);
+  EXPECT(scheduler->EnqueueOrRun(&second, kOneSecondNs, &ran_inline).IsOk());
+  EXPECT(!ran_inline);
+  auto done = Collect(queue.get(), 2);
+  EXPECT(done.size() == 2 && done[0]->ticket == 1 && done[1]->ticket == 2);
+  EXPECT(raw->threads.back() != std::this_thread::get_id());
+}
+
+TEST(EnqueueOrRunRefusesOnceStopped) {
+  std::unique_ptr<CompletionQueue> queue;
+  CompletionQueue::Create(&queue);
+  ModelStats stats;
+  auto scheduler = OneInstance(std::make_unique<CallerThreadRuntime>(), queue.get(), &stats);
+  EXPECT(WarmUp(scheduler.get(), queue.get()));
+  scheduler->Stop();
+  bool ran_inline = true;
+  auto late = MakeRequest(9);
+  EXPECT(scheduler->EnqueueOrRun(&late, kOneSecondNs, &ran_inline).Code() ==
+         StatusCode::kUnavailable);
+  EXPECT(late != nullptr && !ran_inline);
 }
 
 }  // namespace

@@ -36,6 +36,12 @@ class ModelRuntime {
   // gathered into `Batch::gathered`. Runtimes that hand the requests over
   // one by one (Python models) say no and save the copy. Constant.
   virtual bool WantsGatheredInputs() const { return true; }
+
+  // Whether Execute may be called from a thread other than the instance's own (still
+  // never concurrently): runtimes that compute on the CPU in this process with no
+  // per-thread state. A runtime that waits on another process (Python models) or sets up
+  // a device per thread says no. Constant.
+  virtual bool MayRunOnCallerThread() const { return false; }
 };
 
 }  // namespace pyserver

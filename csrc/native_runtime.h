@@ -50,6 +50,9 @@ class NativeRuntime : public ModelRuntime {
   // Instance thread only; blocks for the inference.
   void Execute(Batch* batch) final;
 
+  // CPU instances only: a GPU instance's thread holds its device.
+  bool MayRunOnCallerThread() const override { return config_.device < 0; }
+
   const NativeRuntimeConfig& config() const { return config_; }
 
  protected:

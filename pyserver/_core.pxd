@@ -195,6 +195,8 @@ cdef extern from "direct_scheduler.h" namespace "pyserver" nogil:
         CStatus Create(vector[unique_ptr[CModelRuntime]] runtimes,
                        CCompletionQueue* completions, CModelStats* stats,
                        unique_ptr[CDirectScheduler]* scheduler)
+        CStatus EnqueueOrRun(unique_ptr[CInferRequest]* request, int64_t inline_limit_ns,
+                             bool* ran_inline)
 
 
 cdef extern from "dynamic_batcher.h" namespace "pyserver" nogil:
@@ -318,6 +320,10 @@ cdef class ModelStats:
 
 cdef class ModelScheduler:
     cdef unique_ptr[CScheduler] scheduler
+    # The direct scheduler when that is the scheduler (borrowed from
+    # `scheduler`), else NULL; requests may run on the caller's thread.
+    cdef CDirectScheduler* direct
+    cdef int64_t inline_limit_ns
     cdef CompletionQueue completions
     cdef ModelStats stats
     cdef HostMemoryPool pool

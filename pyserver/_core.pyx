@@ -12,6 +12,7 @@ from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffe
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libcpp.memory cimport shared_ptr, unique_ptr
+from libcpp cimport bool as cpp_bool
 from libcpp.utility cimport move
 from libcpp.vector cimport vector
 
@@ -575,7 +576,8 @@ cdef class ModelScheduler:
 
     def __cinit__(self, list runtimes, CompletionQueue completions, ModelStats stats,
                   dict batching=None, HostMemoryPool pool=None, tuple input_names=(),
-                  tuple output_names=(), bint retry_failed_batch=True, dict sequence=None):
+                  tuple output_names=(), bint retry_failed_batch=True, dict sequence=None,
+                  double inline_limit_us=0):
         cdef vector[unique_ptr[CModelRuntime]] native
         cdef unique_ptr[CDirectScheduler] direct
         cdef unique_ptr[CDynamicBatcher] dynamic
@@ -591,6 +593,8 @@ cdef class ModelScheduler:
         self.batching = batching is not None
         self.sequence = sequence is not None
         self.retry_failed_batch = retry_failed_batch
+        self.direct = NULL
+        self.inline_limit_ns = <int64_t>(inline_limit_us * 1000) if inline_limit_us > 0 else 0
         self.native = len(runtimes) > 0 and isinstance(runtimes[0], NativeRuntime)
         self.contexts = []
         for runtime in runtimes:
@@ -620,6 +624,7 @@ cdef class ModelScheduler:
         if batching is None:
             _check(CDirectScheduler.Create(move(native), completions.queue.get(),
                                            &stats.stats, &direct))
+            self.direct = direct.get()
             self.scheduler.reset(direct.release())
             return
         if pool is None:
@@ -640,10 +645,16 @@ cdef class ModelScheduler:
 
     def enqueue(self, uint64_t ticket, uint32_t batch_size, uint64_t received_ns, object payload):
         """Queues one request. Its completion carries ``ticket``. Raises
-        ServerError when the scheduler refuses it (queue full, stopping)."""
+        ServerError when the scheduler refuses it (queue full, stopping).
+        With direct scheduling and ``inline_limit_us``, a request for a model
+        whose recent executions averaged no more than that may run on this
+        thread (the GIL released) when an instance is idle and nothing
+        waits: it has then completed, to the completion queue, on return.
+        Returns whether it ran here."""
         cdef unique_ptr[CInferRequest] request = unique_ptr[CInferRequest](new CInferRequest())
         cdef CInferRequest* r = request.get()
         cdef CStatus status
+        cdef cpp_bool ran_inline = False
         cdef object held = payload
         r.ticket = ticket
         r.batch_size = batch_size
@@ -656,12 +667,18 @@ cdef class ModelScheduler:
             self._describe_inputs(r, payload)
         Py_INCREF(held)
         r.payload = <void*>held
-        # The scheduler's critical section never waits on the GIL, so it is
-        # cheaper to keep it than to release it here.
-        status = self.scheduler.get().Enqueue(&request)
+        if self.direct != NULL and self.inline_limit_ns > 0:
+            # It may run the request here and now: never with the GIL held.
+            with nogil:
+                status = self.direct.EnqueueOrRun(&request, self.inline_limit_ns, &ran_inline)
+        else:
+            # The scheduler's critical section never waits on the GIL, so it is
+            # cheaper to keep it than to release it here.
+            status = self.scheduler.get().Enqueue(&request)
         if not status.IsOk():
             Py_DECREF(held)
             _check(status)
+        return ran_inline
 
     cdef int _describe_inputs(self, CInferRequest* r, object payload) except -1:
         cdef Py_buffer view

@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HTTP/gRPC front-end processes (auto: one per core this process may "
                         "use); above 1 they share the ports and hand requests to this "
                         "process, which holds the models, through shared memory")
+    p.add_argument("--inline-execution-limit-us", type=float, default=50.0, metavar="US",
+                   help="run a request on the event loop's thread, not an instance thread, "
+                        "when its model's recent executions averaged at most this many µs, "
+                        "an instance is idle and nothing waits (direct scheduling, CPU "
+                        "ONNX Runtime and TensorFlow instances); 0: never")
     p.add_argument("--event-loop", choices=("asyncio", "uvloop", "auto"), default="auto",
                    help="event loop: the standard one, uvloop, or auto (uvloop when "
                         "installed, as it is with pyserver's dependencies, and HTTPS is "
@@ -451,7 +456,8 @@ async def run(args: argparse.Namespace) -> int:
                             unload_timeout_secs=UNLOAD_TIMEOUT_SECS,
                             pinned_memory_pool_byte_size=args.pinned_memory_pool_byte_size,
                             allow_shared_memory=args.allow_shared_memory,
-                            response_cache_byte_size=args.cache_size)
+                            response_cache_byte_size=args.cache_size,
+                            inline_execution_limit_us=args.inline_execution_limit_us)
     if not options.model_store.is_dir():
         log.error("model store '%s' is not a folder", options.model_store)
         return 1

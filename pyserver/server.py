@@ -85,6 +85,11 @@ class ServerOptions:
     pinned_memory_pool_byte_size: int = 256 * 1024 * 1024
     allow_shared_memory: bool = False  # system and CUDA shared-memory regions for tensors
     response_cache_byte_size: int = 0  # 0: no response cache
+    # A request for a model whose recent executions averaged at most this many µs runs on
+    # the event loop's thread, when an instance is idle and nothing waits, instead of
+    # waking an instance thread (direct scheduling, CPU ONNX Runtime / TensorFlow
+    # instances only). 0: never.
+    inline_execution_limit_us: float = 50.0
 
 
 @dataclass
@@ -115,7 +120,8 @@ class InferenceServer:
             if options.response_cache_byte_size > 0 else None
         self.repository = RepositoryManager(
             options.model_store, self._completions, self.memory_pool, options.gpu_count,
-            on_unload=self._drop_cached if self.response_cache is not None else None)
+            on_unload=self._drop_cached if self.response_cache is not None else None,
+            inline_limit_us=options.inline_execution_limit_us)
         self._tickets = itertools.count(1)
         self._pending: dict[int, _Call] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

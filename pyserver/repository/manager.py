@@ -94,10 +94,13 @@ class RepositoryManager:
 
     def __init__(self, root: Path, completions: _core.CompletionQueue,
                  pool: _core.HostMemoryPool, gpu_count: int = 0,
-                 on_unload: Callable[[ModelVersion], None] | None = None) -> None:
+                 on_unload: Callable[[ModelVersion], None] | None = None,
+                 inline_limit_us: float = 0.0) -> None:
         """``on_unload(version)`` runs on the unloading thread each time a
-        loaded version starts unloading (reload, removal, shutdown)."""
+        loaded version starts unloading (reload, removal, shutdown).
+        ``inline_limit_us``: see ServerOptions.inline_execution_limit_us."""
         self.root = Path(root)
+        self._inline_limit_us = inline_limit_us
         self._on_unload = on_unload
         self._completions = completions
         self._pool = pool
@@ -295,7 +298,7 @@ class RepositoryManager:
                 output_names=tuple(o.name for o in config.output) + tuple(
                     s.output_name for s in config.sequence_batching.state),
                 retry_failed_batch=_core.retry_failed_batch(config),
-                sequence=_sequence(config, path))
+                sequence=_sequence(config, path), inline_limit_us=self._inline_limit_us)
         except Exception as exc:
             reason = exc.message if isinstance(exc, ServerError) else f"{type(exc).__name__}: {exc}"
             log.error("%s version %d failed to load: %s", model.name, version, reason)
