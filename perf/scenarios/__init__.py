@@ -13,7 +13,6 @@ SCENARIOS: dict[str, str] = {
     "v1-http": "v1_http",
     "v1-inprocess": "v1_inprocess",
     "frontend-workers": "frontend_workers",
-    "event-loop": "event_loop",
     "flag-ab": "flag_ab",
     "load": "load",
     "h11-echo": "h11_echo",

@@ -5,7 +5,7 @@ One server per flag set, both started before the first round, then alternating r
 closed-loop load on the example store; per set and concurrency the medians of req/s, p50
 latency and the server's CPU per request, and the B / A ratios. For a switch whose worth
 is a measurement, e.g. ``--a=--inline-execution-limit-us=0 --b=`` (requests run on the
-instance threads against the default).
+instance threads against the default) or ``--a=--event-loop=asyncio --b=--event-loop=uvloop``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 from pyserver.examples.store import build_example_store
 
+from ..harness.load import v1_request, v2_http_request
 from ..harness.options import add_levels, add_model, add_rounds
 from ..harness.processes import NO_REPOSITORY_POLLING, THIS_BUILD, pyserver
 from ..harness.report import heading, table
-from ..harness.rounds import run_rounds
-from .event_loop import _target
+from ..harness.rounds import Target, run_rounds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", choices=("v1-http", "v2-http", "grpc"), default="v1-http")
     parser.add_argument("--a", default="", metavar="FLAGS", help="flags of server A (shell words)")
     parser.add_argument("--b", default="", metavar="FLAGS", help="flags of server B (shell words)")
+
+
+def _target(label: str, api: str, server, model: str, batch_size: int) -> Target:
+    if api == "grpc":
+        port = server.grpc_port
+        return Target(label, port, v1_request("grpc", port, model, batch_size), server.pid,
+                      protocol="grpc")
+    port = server.http_port
+    request = (v2_http_request(port, model, batch_size) if api == "v2-http"
+               else v1_request("http", port, model, batch_size))
+    return Target(label, port, request, server.pid)
 
 
 def run(args: argparse.Namespace) -> int:
