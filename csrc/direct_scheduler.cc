@@ -113,7 +113,7 @@ Status DirectScheduler::EnqueueOrRun(std::unique_ptr<InferRequest>* request,
   }
   Batch batch;
   batch.requests.resize(1);
-  RunOne(runtimes_[index].get(), &batch, std::move(*request));
+  std::unique_ptr<InferRequest> done = RunOne(runtimes_[index].get(), &batch, std::move(*request));
   bool waiting;
   bool last;
   {
@@ -123,6 +123,7 @@ Status DirectScheduler::EnqueueOrRun(std::unique_ptr<InferRequest>* request,
     waiting = !queue_.empty();
     last = running_inline_ == 0;
   }
+  completions_->Push(std::move(done));
   if (waiting) cv_.notify_all();  // this instance's thread may have passed it by
   if (last) inline_done_.notify_all();
   *ran_inline = true;
@@ -165,7 +166,6 @@ void DirectScheduler::InstanceLoop(size_t index) {
     std::unique_ptr<InferRequest> request;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      busy_[index] = false;
       // Not while a caller's thread runs a request on this instance.
       cv_.wait(lock, [this, index] {
         return (stopping_ && queue_.empty()) || (!queue_.empty() && !busy_[index]);
@@ -176,12 +176,19 @@ void DirectScheduler::InstanceLoop(size_t index) {
       waiting_.erase(request->ticket);
       busy_[index] = true;
     }
-    RunOne(runtime, &batch, std::move(request));
+    std::unique_ptr<InferRequest> done = RunOne(runtime, &batch, std::move(request));
+    {
+      // Idle again before the completion is seen: whoever reacts to it finds
+      // the instance free (EnqueueOrRun).
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_[index] = false;
+    }
+    completions_->Push(std::move(done));
   }
 }
 
-void DirectScheduler::RunOne(ModelRuntime* runtime, Batch* batch,
-                             std::unique_ptr<InferRequest> request) {
+std::unique_ptr<InferRequest> DirectScheduler::RunOne(ModelRuntime* runtime, Batch* batch,
+                                                      std::unique_ptr<InferRequest> request) {
   batch->requests[0] = request.get();
   batch->total_batch_size = request->batch_size;
   ExecuteBatch(runtime, nullptr, batch);
@@ -195,7 +202,7 @@ void DirectScheduler::RunOne(ModelRuntime* runtime, Batch* batch,
   if (timed < kInlineWarmup) timed_.store(timed + 1, std::memory_order_relaxed);
   stats_->RecordCompleted(*request);
   inflight_.fetch_sub(1);
-  completions_->Push(std::move(request));
+  return request;
 }
 
 }  // namespace pyserver

@@ -64,8 +64,10 @@ class DirectScheduler : public Scheduler {
   // Queues `request` (see Enqueue) without waking a thread. mu_ held.
   Status QueueLocked(std::unique_ptr<InferRequest>* request);
   void InstanceLoop(size_t index);
-  // Runs one request on `runtime`, times it, records and completes it.
-  void RunOne(ModelRuntime* runtime, Batch* batch, std::unique_ptr<InferRequest> request);
+  // Runs one request on `runtime`, times it and records it; returns it for
+  // the completion queue.
+  std::unique_ptr<InferRequest> RunOne(ModelRuntime* runtime, Batch* batch,
+                                       std::unique_ptr<InferRequest> request);
 
   std::vector<std::unique_ptr<ModelRuntime>> runtimes_;
   CompletionQueue* const completions_;
