@@ -38,6 +38,7 @@ from pyserver.repository.manager import ModelVersion, RepositoryManager
 from pyserver.response_cache import ResponseCache, fresh_outputs
 from pyserver.shared_memory import (OutputDestination, SharedMemoryRegistry, fetch_cuda_inputs,
                                     write_outputs)
+from pyserver.tracing import Tracer
 
 log = logging.getLogger("pyserver")
 
@@ -130,6 +131,7 @@ class InferenceServer:
         # Registered shared-memory regions (pyserver.shared_memory).
         self.shared_memory = SharedMemoryRegistry(options.allow_shared_memory)
         self.log_settings_listeners: list[Callable[[log_settings.LogSettings], None]] = []
+        self.tracer = Tracer()
 
     # -- start and stop -----------------------------------------------------
 
@@ -186,6 +188,7 @@ class InferenceServer:
         if self._loop is not None:
             self._loop.remove_reader(self._completions.fileno())
         self.shared_memory.close()
+        self.tracer.flush()
         return report
 
     def _fail_pending(self, message: str) -> None:
@@ -300,6 +303,8 @@ class InferenceServer:
                 ticket = next(self._tickets)
                 call = self._pending[ticket] = _Call(plan, request, on_done, ticket,
                                                      destinations, key, lookup_ns)
+                if self.tracer.active:
+                    call.trace = self.tracer.sample(version.name)
                 try:
                     version.scheduler.enqueue(ticket, plan.batch_size, received, payload)
                 except BaseException:
@@ -386,6 +391,9 @@ class InferenceServer:
                         self._cache_store(call, response)
             else:
                 response = self._failure(call, ServerError(code, message))
+            if call.trace is not None:
+                self.tracer.record(call.trace, response.model, response.version, request.id,
+                                   timings, _core.monotonic_ns())
             try:
                 call.on_done(response)
             except Exception:  # a broken callback must not stop other completions
@@ -495,6 +503,28 @@ class InferenceServer:
                                       v.reason, loaded))
         return out
 
+    # -- trace settings -----------------------------------------------------
+
+    def trace_settings(self, model: str = "") -> dict:
+        """The trace settings in force for ``model`` (the global ones without), in
+        Triton's JSON form (pyserver.tracing). Raises ServerError (NOT_FOUND) for a model
+        the store does not have."""
+        if model:
+            self._check_model_known(model)
+        return self.tracer.settings(model)
+
+    def update_trace_settings(self, changes: Mapping[str, object], model: str = "") -> dict:
+        """Changes the global trace settings, or ``model``'s own; returns those in force.
+        Raises ServerError (INVALID_ARG, NOT_FOUND) and changes nothing on a bad one."""
+        if model:
+            self._check_model_known(model)
+        return self.tracer.update(changes, model)
+
+    def _check_model_known(self, model: str) -> None:
+        if model not in self.repository.models and \
+                model not in {name for name, _ in self.repository.index()}:
+            raise not_found(f"requested model '{model}' is not found")
+
     # -- log settings -------------------------------------------------------
 
     def log_settings(self) -> dict:
@@ -521,7 +551,7 @@ class _Call:
     to be cached)."""
 
     __slots__ = ("plan", "request", "on_done", "ticket", "destinations", "cache_key",
-                 "lookup_ns")
+                 "lookup_ns", "trace")
 
     def __init__(self, plan: InferPlan, request: InferenceRequest, on_done: DoneCallback,
                  ticket: int, destinations: list[OutputDestination] | None = None,
@@ -533,6 +563,7 @@ class _Call:
         self.destinations = destinations  # shared-memory outputs
         self.cache_key = cache_key
         self.lookup_ns = lookup_ns
+        self.trace = None  # the Tracer's handle when this request is traced
 
     def cancel(self) -> bool:
         # Tickets are never reused: one already answered is simply not found.

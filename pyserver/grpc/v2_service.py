@@ -86,6 +86,7 @@ class V2GrpcService:
             "CudaSharedMemoryUnregister": unary(self.cuda_shm_unregister,
                                                 pb.CudaSharedMemoryUnregisterRequest),
             "LogSettings": unary(self.log_settings, pb.LogSettingsRequest),
+            "TraceSetting": unary(self.trace_setting, pb.TraceSettingRequest),
         })
 
     # -- health and metadata ---------------------------------------------------------
@@ -196,6 +197,24 @@ class V2GrpcService:
                 slot.uint32_param = value
             else:
                 slot.string_param = value
+        return response
+
+    async def trace_setting(self, request):
+        server = self.server
+        model = request.model_name
+        if request.settings:
+            changes = {}
+            for name, value in request.settings.items():
+                values = list(value.value)
+                # trace_level is a list; the others one string; no value drops it
+                changes[name] = None if not values else (
+                    values if name == "trace_level" else values[0])
+            settings = server.update_trace_settings(changes, model)
+        else:
+            settings = server.trace_settings(model)
+        response = pb.TraceSettingResponse()
+        for name, value in settings.items():
+            response.settings[name].value.extend(value if isinstance(value, list) else [value])
         return response
 
     # -- inference ----------------------------------------------------------------------

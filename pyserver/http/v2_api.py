@@ -83,6 +83,8 @@ class V2HttpApi:
             return self._shared_memory(cycle, method, parts[1], parts[2:])
         if parts[1] == "logging" and n == 2:
             return self._logging(cycle, method)
+        if parts[1:] == ["trace", "setting"]:
+            return self._trace_setting(cycle, method, "")
         return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')[:200]}")
 
     def _get(self, cycle: RequestCycle, method: bytes, build) -> None:
@@ -120,6 +122,8 @@ class V2HttpApi:
                 if method != b"POST":
                     return _error(cycle, 405, "method not allowed")
                 return self._infer(cycle, model, version)
+        if rest == ["trace", "setting"] and not number:
+            return self._trace_setting(cycle, method, model)
         return _error(cycle, 400, f"unknown API path: {cycle.path.decode('latin-1')}")
 
     # -- repository ---------------------------------------------------------------
@@ -166,6 +170,17 @@ class V2HttpApi:
             settings = self.server.log_settings()
         elif method == b"POST":
             settings = self.server.update_log_settings(_json_body(cycle))
+        else:
+            return _error(cycle, 405, "method not allowed")
+        cycle.respond(200, _JSON, json.dumps(settings).encode())
+
+    def _trace_setting(self, cycle: RequestCycle, method: bytes, model: str) -> None:
+        """GET: the trace settings (the model's when one is named); POST a JSON object of
+        some of them (null drops a model's own value): changes those, answers with all."""
+        if method == b"GET":
+            settings = self.server.trace_settings(model)
+        elif method == b"POST":
+            settings = self.server.update_trace_settings(_json_body(cycle), model)
         else:
             return _error(cycle, 405, "method not allowed")
         cycle.respond(200, _JSON, json.dumps(settings).encode())

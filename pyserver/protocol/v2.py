@@ -26,7 +26,7 @@ from pyserver.shared_memory import SharedMemoryRef
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_repository",
               "model_repository(unload_dependents)", "statistics", "model_configuration",
-              "system_shared_memory", "cuda_shared_memory", "logging"]
+              "system_shared_memory", "cuda_shared_memory", "logging", "trace"]
 
 
 def http_status(code: int) -> int:

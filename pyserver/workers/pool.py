@@ -65,6 +65,8 @@ def _calls(server: InferenceServer) -> dict[str, Any]:
         "index": server.index,
         "log_settings": server.log_settings,
         "update_log_settings": server.update_log_settings,
+        "trace_settings": server.trace_settings,
+        "update_trace_settings": server.update_trace_settings,
         "shm.register_system": registry.register_system,
         "shm.register_cuda": registry.register_cuda,
         "shm.unregister": lambda kind, name: registry.unregister(_KINDS[kind], name),

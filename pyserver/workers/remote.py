@@ -258,6 +258,12 @@ class RemoteServer:
         log_settings.apply(log_settings.LogSettings(**settings))
         return settings
 
+    def trace_settings(self, model: str = "") -> dict:
+        return self._sync.call("trace_settings", model)
+
+    def update_trace_settings(self, changes, model: str = "") -> dict:
+        return self._sync.call("update_trace_settings", dict(changes), model)
+
     async def load_model(self, name: str) -> None:
         await self._async.call("load_model", name)
 
