@@ -63,6 +63,13 @@ def _traces(path: Path, timeout: float = 5.0) -> list[dict]:
             time.sleep(0.05)
 
 
+def _trace_every(client, trace_file: Path, rate: str, **more: str) -> None:
+    """Global settings: TIMESTAMPS of one request in ``rate`` into ``trace_file``."""
+    client.update_trace_settings(settings={"trace_file": str(trace_file),
+                                           "trace_level": ["TIMESTAMPS"], "trace_rate": rate,
+                                           **more})
+
+
 def _check_trace(head: dict, stamps: dict, request_id: str = "") -> None:
     assert head["model_name"] == "simple" and head["model_version"] == 1
     assert head["request_id"] == request_id and stamps["id"] == head["id"]
@@ -97,9 +104,7 @@ def test_sampled_requests_are_written_every_log_frequency_traces(restored, tmp_p
 
 def test_the_rate_samples_one_request_in_n(restored, tmp_path):
     trace_file = tmp_path / "trace.json"
-    restored.update_trace_settings(settings={
-        "trace_file": str(trace_file), "trace_level": ["TIMESTAMPS"], "trace_rate": "3",
-        "log_frequency": "2"})
+    _trace_every(restored, trace_file, "3", log_frequency="2")
     for i in range(6):
         _infer(restored, f"r-{i}")
     traces = _traces(Path(f"{trace_file}.0"))
@@ -108,9 +113,7 @@ def test_the_rate_samples_one_request_in_n(restored, tmp_path):
 
 def test_the_count_stops_sampling_and_writes_what_it_took(restored, tmp_path):
     trace_file = tmp_path / "trace.json"
-    restored.update_trace_settings(settings={
-        "trace_file": str(trace_file), "trace_level": ["TIMESTAMPS"], "trace_rate": "1",
-        "trace_count": "2"})
+    _trace_every(restored, trace_file, "1", trace_count="2")
     for i in range(4):
         _infer(restored, f"c-{i}")
     traces = _traces(Path(f"{trace_file}.0"))
@@ -167,8 +170,7 @@ def test_traces_not_yet_written_go_to_the_trace_file_at_shutdown(example_store, 
     srv = ServerProcess(example_store, workdir=tmp_path)
     try:
         c = httpclient.InferenceServerClient(f"{HOST}:{srv.port}")
-        c.update_trace_settings(settings={"trace_file": str(trace_file), "trace_rate": "1",
-                                          "trace_level": ["TIMESTAMPS"]})
+        _trace_every(c, trace_file, "1")
         for i in range(3):
             _infer(c, f"x-{i}")
         c.close()
