@@ -21,6 +21,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import grpc  # noqa: E402 - after its log level
 
 from pyserver import __version__, log_settings, metrics, process_limits  # noqa: E402
+from pyserver.errors import ServerError  # noqa: E402
 from pyserver.tls import TlsConfigError, TlsFiles, TlsMaterial, load_tls
 from pyserver.grpc.aio_server import DEFAULT_MAX_MESSAGE_BYTES, GrpcLimits, serve_grpc
 from pyserver.grpc.v1_service import V1GrpcService
@@ -201,9 +202,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", default="", metavar="PATH",
                    help="append the log to this file (default: standard error); the log "
                         "settings but this one may be changed at run time (/v2/logging)")
+    _add_trace_flags(p)
     _add_tls_flags(p)
     _add_limit_flags(p)
     return p
+
+
+def _add_trace_flags(p: argparse.ArgumentParser) -> None:
+    """The trace extension's global settings at start-up (Triton's older flag names);
+    /v2/trace/setting changes them later."""
+    p.add_argument("--trace-file", default=None, metavar="PATH",
+                   help="where sampled requests' timestamps go")
+    p.add_argument("--trace-level", action="append", default=None, metavar="LEVEL",
+                   help="OFF (default) or TIMESTAMPS (repeatable, as Triton's)")
+    p.add_argument("--trace-rate", default=None, metavar="N",
+                   help="trace one request in N (default 1000)")
+    p.add_argument("--trace-count", default=None, metavar="N",
+                   help="traces to take, -1 (default) for no limit")
+    p.add_argument("--trace-log-frequency", default=None, metavar="N",
+                   help="write every N traces to <trace-file>.<i>; 0 (default): "
+                        "<trace-file> at shutdown")
+
+
+def trace_settings_of(args: argparse.Namespace) -> dict:
+    """The trace settings the --trace-* flags give (those given only)."""
+    given = {"trace_file": args.trace_file, "trace_level": args.trace_level,
+             "trace_rate": args.trace_rate, "trace_count": args.trace_count,
+             "log_frequency": args.trace_log_frequency}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _byte_count(text: str) -> int:
@@ -471,6 +497,11 @@ async def run(args: argparse.Namespace) -> int:
         log.error("exiting: %s", exc)
         return 1
     server = InferenceServer(options)
+    try:
+        server.update_trace_settings(trace_settings_of(args))
+    except ServerError as exc:
+        log.error("exiting: --trace-*: %s", exc.message)
+        return 1
     loop = asyncio.get_running_loop()
     server.attach(loop)
     failures = await loop.run_in_executor(None, server.load_models)

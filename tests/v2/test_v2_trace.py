@@ -212,3 +212,26 @@ def test_grpc_trace_setting(server):
     assert out["cleared"]["trace_rate"] == {"value": ["1000"]}
     status, message = out["refused"]
     assert "INVALID_ARGUMENT" in status and "TENSORS" in message
+
+
+def test_the_flags_set_the_global_settings_at_start_up(example_store, tmp_path):
+    trace_file = tmp_path / "flags.json"
+    srv = ServerProcess(example_store, f"--trace-file={trace_file}", "--trace-level=TIMESTAMPS",
+                        "--trace-rate=1", "--trace-log-frequency=1", workdir=tmp_path)
+    try:
+        c = httpclient.InferenceServerClient(f"{HOST}:{srv.port}")
+        assert c.get_trace_settings() == dict(
+            DEFAULTS, trace_file=str(trace_file), trace_level=["TIMESTAMPS"], trace_rate="1",
+            log_frequency="1")
+        _infer(c, "f-1")
+        c.close()
+        traces = _traces(Path(f"{trace_file}.0"))
+        assert traces[0]["request_id"] == "f-1"
+    finally:
+        assert srv.stop() == 0, srv.log_text()
+
+
+def test_a_bad_trace_flag_stops_the_start(example_store, tmp_path):
+    srv = ServerProcess(example_store, "--trace-rate=0", workdir=tmp_path, wait=False)
+    assert srv.wait() == 1
+    assert "trace_rate" in srv.log_text()
