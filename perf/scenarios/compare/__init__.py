@@ -13,7 +13,8 @@ family. "× pyserver" divides by the pyserver row measured by the same client (w
 pyserver over wrk; perf_analyzer by pyserver-perf, marked †: same method, not the same
 binary). ``grpc_aio`` is the ceiling of grpc.aio itself (perf/peers/grpc_aio_ceiling.py:
 ModelInfer answered from cached bytes, in pyserver's venv), measured by perf_analyzer over
-v2 gRPC beside pyserver's and Triton's gRPC rows. ``pyserver_w2`` is pyserver with two
+v2 gRPC, unary and streaming (``--streaming``: ModelStreamInfer), beside pyserver's and
+Triton's gRPC rows. ``pyserver_w2`` is pyserver with two
 front-end worker processes (``--frontend-workers=2``), measured by perf_analyzer and wrk on
 the v2 API beside the one-process rows.
 
@@ -85,7 +86,8 @@ def placeholder_rows(name: str, models: list[Model], reason: str) -> list[Row]:
                        ("v2 HTTP JSON", "wrk")],
             "mlserver": [("v2 HTTP JSON", "wrk")], "kserve": [("v2 HTTP JSON", "wrk")],
             "torchserve": [("HTTP JSON", "wrk")], "nginx": [("echo 128 B", "wrk")],
-            "h11": [("echo 128 B", "wrk")], "grpc_aio": [("v2 gRPC", "perf_analyzer")]}[name]
+            "h11": [("echo 128 B", "wrk")],
+            "grpc_aio": [("v2 gRPC", "perf_analyzer"), ("v2 gRPC stream", "perf_analyzer")]}[name]
     names = ["echo"] if name in ("nginx", "h11") else [m.name for m in models]
     return [Row(name, api, client, model, reason=reason) for model in names
             for api, client in apis]

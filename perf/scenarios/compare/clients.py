@@ -136,6 +136,7 @@ class Clients:
         out, wall, cpu = self._run(
             [self.perf_analyzer, "-m", row.model, "-u", f"{HOST}:{row.port}",
              "-i", "grpc" if "gRPC" in row.api else "http",
+             *(["--streaming"] if "stream" in row.api else []),
              "--concurrency-range", f"{concurrency}:{concurrency}", "-p",
              str(self._window_ms()), "-r", "3", "-s", "1000", "-f", str(csv_path)], self.pa_env)
         row_csv = _read_csv(csv_path)

@@ -78,6 +78,7 @@ class Triton(V2Peer):
         for m in self.models:
             rows += [Row("triton", "v2 HTTP binary", "perf_analyzer", m.name, self.port),
                      Row("triton", "v2 gRPC", "perf_analyzer", m.name, self.grpc_port),
+                     Row("triton", "v2 gRPC stream", "perf_analyzer", m.name, self.grpc_port),
                      Row("triton", "v2 HTTP binary", "wrk", m.name, self.port,
                          v2_binary_request(m)),
                      Row("triton", "v2 HTTP JSON", "wrk", m.name, self.port, v2_json_request(m))]

@@ -115,6 +115,8 @@ class PyServer(Server):
                 if self.grpc:
                     rows.append(Row(self.name, "v2 gRPC", "perf_analyzer", m.name,
                                     self.grpc_port))
+                    rows.append(Row(self.name, "v2 gRPC stream", "perf_analyzer", m.name,
+                                    self.grpc_port))
         return rows
 
 
@@ -217,5 +219,5 @@ class GrpcAioCeiling(Server):
                 time.sleep(0.1)
 
     def rows(self) -> list[Row]:
-        return [Row("grpc_aio", "v2 gRPC", "perf_analyzer", m.name, self.ports[m.name])
-                for m in self.models]
+        return [Row("grpc_aio", api, "perf_analyzer", m.name, self.ports[m.name])
+                for m in self.models for api in ("v2 gRPC", "v2 gRPC stream")]
