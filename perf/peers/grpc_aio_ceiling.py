@@ -1,8 +1,8 @@
 """The ceiling of grpc.aio on this machine: a bare grpc.aio server speaking
 just enough of the v2 GRPCInferenceService for perf_analyzer (live, ready,
 metadata, config, statistics), whose ModelInfer and ModelStreamInfer answer
-every request with the same response bytes, built once at start. No request
-is parsed, no model runs: what it costs per call is grpc.aio's own price, the
+every request with the same response bytes, built once at start. No unary request
+is parsed (a stream's are, for their id, which their answers must carry), no model runs: what it costs per call is grpc.aio's own price, the
 floor under any server written on it (pyserver's gRPC front end included).
 
     python perf/peers/grpc_aio_ceiling.py --port 8001 --model add \\
@@ -72,21 +72,36 @@ def cached_answers(args: argparse.Namespace) -> dict[str, bytes]:
     }
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def handler(answers: dict[str, bytes]) -> grpc.GenericRpcHandler:
     def unary(answer: bytes):
         async def call(_request: bytes, _context) -> bytes:
             return answer
         return grpc.unary_unary_rpc_method_handler(call)  # bytes in, bytes out
 
-    def streaming(answer: bytes):
+    def streaming(infer: bytes):
+        # A stream's answers must carry their request's id (perf_analyzer matches them by
+        # it): the one thing read from each request, and appended to the cached answer.
+        parse = pb.ModelInferRequest.FromString
+
         async def call(requests, _context):
-            async for _ in requests:
-                yield answer
+            async for data in requests:
+                request_id = parse(data).id.encode()
+                inner = infer + b"\x1a" + _varint(len(request_id)) + request_id
+                yield b"\x12" + _varint(len(inner)) + inner  # infer_response, field 2
         return grpc.stream_stream_rpc_method_handler(call)
 
     methods = {name: unary(answer) for name, answer in answers.items()
                if name != "ModelStreamInfer"}
-    methods["ModelStreamInfer"] = streaming(answers["ModelStreamInfer"])
+    methods["ModelStreamInfer"] = streaming(answers["ModelInfer"])
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 

@@ -44,18 +44,19 @@ import time
 from ...harness.cpu import cpu_seconds
 from ...harness.options import add_levels
 from ...harness.paths import PERF
-from ...harness.processes import Unavailable
+from ...harness.processes import Build, Unavailable
 from ...harness.report import load_average
 from .. import install_peers
 from .clients import Clients
 from .models import Model, make_models, probe
 from .peer_servers import KServe, MLServer, TorchServe, Triton
-from .servers import (PEER_OF, GrpcAioCeiling, H11Echo, NginxEcho, PyServer, PyServerWorkers,
-                      Row, Server)
+from .servers import (PEER_OF, GrpcAioCeiling, H11Echo, NginxEcho, PyServer, PyServerBaseline,
+                      PyServerWorkers, Row, Server)
 from .tables import render_json, render_section, row_record
 
 SERVER_CLASSES: dict[str, type[Server]] = {
-    "pyserver": PyServer, "pyserver_w2": PyServerWorkers, "triton": Triton, "mlserver": MLServer,
+    "pyserver": PyServer, "pyserver_w2": PyServerWorkers, "baseline": PyServerBaseline,
+    "triton": Triton, "mlserver": MLServer,
     "kserve": KServe, "torchserve": TorchServe, "nginx": NginxEcho, "h11": H11Echo, "grpc_aio": GrpcAioCeiling}
 MODEL_NAMES = ("add", "mlp")
 
@@ -66,8 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     add_levels(parser, [1, 8])
     parser.add_argument("--models", default="add,mlp", help="comma-separated: add, mlp")
-    parser.add_argument("--servers", default=",".join(SERVER_CLASSES),
+    parser.add_argument("--servers", default=",".join(n for n in SERVER_CLASSES if n != "baseline"),
                         help=f"comma-separated, from {','.join(SERVER_CLASSES)}")
+    parser.add_argument("--baseline-pythonpath", metavar="DIR",
+                        help="another pyserver install (pip install --target DIR), served as "
+                             "'baseline' with pyserver's rows (add baseline to --servers)")
+    parser.add_argument("--apis", default="",
+                        help="comma-separated row APIs to keep, e.g. 'v2 gRPC stream' "
+                             "(default: every row)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not install missing peers (they are reported as not installed)")
     parser.add_argument("--workdir",
@@ -82,6 +89,7 @@ def placeholder_rows(name: str, models: list[Model], reason: str) -> list[Row]:
     """The rows a server would have had, each carrying why it could not run."""
     apis = {"pyserver": [("v1 HTTP binary", "pyserver-perf"), ("v1 HTTP binary", "wrk")],
             "pyserver_w2": [("v2 HTTP binary", "perf_analyzer"), ("v2 gRPC", "perf_analyzer")],
+            "baseline": [("v1 HTTP binary", "pyserver-perf"), ("v1 HTTP binary", "wrk")],
             "triton": [("v2 HTTP binary", "perf_analyzer"), ("v2 HTTP binary", "wrk"),
                        ("v2 HTTP JSON", "wrk")],
             "mlserver": [("v2 HTTP JSON", "wrk")], "kserve": [("v2 HTTP JSON", "wrk")],
@@ -176,7 +184,14 @@ def run(args: argparse.Namespace) -> int:
     clients = Clients(workdir, args.seconds)
     servers: list[Server] = []
     try:
+        if args.baseline_pythonpath:
+            PyServerBaseline.build = Build(pythonpath=args.baseline_pythonpath)
+        elif "baseline" in server_names:
+            raise SystemExit("error: the baseline server needs --baseline-pythonpath")
         servers, rows, status_lines = start_servers(server_names, workdir, models, clients)
+        if args.apis:
+            kept = {api.strip() for api in args.apis.split(",")}
+            rows = [row for row in rows if row.api in kept]
         measure_rounds(rows, servers, clients, args.rounds, args.concurrency, model_names)
     finally:
         for server in servers:

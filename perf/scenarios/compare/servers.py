@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pyserver.examples.store import write_model
 
 from ...harness.paths import PEER_FILES, SCENARIOS
-from ...harness.processes import (HOST, ServerProcess, Unavailable, free_port, http_status,
-                                  start_pyserver)
+from ...harness.processes import (HOST, THIS_BUILD, Build, ServerProcess, Unavailable,
+                                  free_port, http_status, start_pyserver)
 from ...pyserver_perf import target as perf_target
 from .. import install_peers
 from .models import Model, Request, echo_request, probe, v1_request, v2_binary_request, \
@@ -76,12 +76,13 @@ class Server:
 class PyServer(Server):
     name = "pyserver"
     flags: tuple[str, ...] = ()
+    build: Build = THIS_BUILD
 
     def start(self) -> None:
         store = self.workdir / "store"
         for model in self.models:
             write_model(store, model.name, model.v1_config(), {1: model.onnx})
-        server = start_pyserver(store, self.workdir, self.name, flags=self.flags)
+        server = start_pyserver(store, self.workdir, self.name, self.build, self.flags)
         self.processes.append(server.process)
         self.port, self.grpc_port = server.http_port, server.grpc_port
         self.grpc = self._serves_grpc()
@@ -130,6 +131,13 @@ class PyServerWorkers(PyServer):
         wanted = {("v2 HTTP binary", "perf_analyzer"), ("v2 gRPC", "perf_analyzer"),
                   ("v2 HTTP binary", "wrk")}
         return [row for row in super().rows() if (row.api, row.client) in wanted]
+
+
+class PyServerBaseline(PyServer):
+    """Another pyserver install (``--baseline-pythonpath``: e.g. the previous commit's, made
+    with ``pip install --target``), with every row pyserver has: a change against what it
+    replaces, beside the peers."""
+    name = "baseline"
 
 
 class NginxEcho(Server):
