@@ -254,10 +254,11 @@ class V2GrpcService:
         reader = asyncio.ensure_future(read())
         try:
             while True:
-                answer = await pending.get()
-                if answer is None:
+                started = await pending.get()
+                if started is None:
                     break
-                message_id, response = await answer
+                message_id, answer = started
+                response = await answer
                 if response.error is not None:
                     yield pb.ModelStreamInferResponse(error_message=response.error.message)
                 else:
@@ -268,22 +269,34 @@ class V2GrpcService:
             if not reader.done():
                 reader.cancel()
             while not pending.empty():
-                answer = pending.get_nowait()
-                if answer is not None:
-                    answer.cancel()
+                started = pending.get_nowait()
+                if started is not None:
+                    started[1].cancel()
 
-    def _start_stream_message(self, data: bytes) -> asyncio.Future:
-        """(message id, response future) of one stream message."""
+    def _start_stream_message(self, data: bytes) -> tuple[str, asyncio.Future]:
+        """(message id, future of its response), the request handed to the server (no
+        task per message: the server's completion resolves the future). Cancelling the
+        future cancels the request if it is still queued."""
+        answer = asyncio.get_running_loop().create_future()
         try:
             message = parse(pb.ModelInferRequest, data)
         except ServerError as exc:
-            future = asyncio.get_running_loop().create_future()
-            future.set_result(("", InferenceResponse.failure("", 0, "", exc)))
-            return future
-        return asyncio.ensure_future(self._stream_answer(message))
+            answer.set_result(InferenceResponse.failure("", 0, "", exc))
+            return "", answer
+        try:
+            request = v2.request_from_grpc(message).request
+        except ServerError as exc:
+            answer.set_result(InferenceResponse.failure(message.model_name, 0, message.id, exc))
+            return message.id, answer
 
-    async def _stream_answer(self, message) -> tuple[str, InferenceResponse]:
-        return message.id, await self._infer(message)
+        def done(response: InferenceResponse) -> None:
+            if not answer.done():
+                answer.set_result(response)
+
+        handle = self.server.infer(request, done)
+        if not answer.done():
+            answer.add_done_callback(lambda f: handle.cancel() if f.cancelled() else None)
+        return message.id, answer
 
 
 def _setting_value(value):
