@@ -13,7 +13,9 @@ back to the default).
 A trace is two JSON objects in the file's array, Triton's layout: ``{"id", "model_name",
 "model_version", "request_id"}`` and ``{"id", "timestamps": [{"name", "ns"}, ...]}`` with
 REQUEST_START (received), QUEUE_START (handed to the scheduler), COMPUTE_START,
-COMPUTE_END and REQUEST_END (answered), in the core's monotonic clock. Tensors are not
+COMPUTE_END and REQUEST_END (answered), in the core's monotonic clock. Each trace is
+written as it is recorded (to ``<file>.partial``, renamed when the file is complete), so
+memory stays flat however many traces the settings ask for. Tensors are not
 traced (``TENSORS`` is refused). Requests answered from the response cache are not traced.
 
 Event-loop thread only, but for ``flush``, which shutdown may call from another thread once
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from typing import Any, Mapping
 
 from pyserver.errors import invalid_arg
@@ -110,16 +113,67 @@ def clean(changes: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _TraceFile:
+    """One trace file being written. Traces go out as they are recorded (none is kept in
+    memory, whatever the settings), to ``<path>.partial``, renamed to ``<path>`` when
+    closed: a reader only ever finds whole files. Raises OSError when it cannot be
+    opened."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._partial = f"{path}.partial"
+        self._out = open(self._partial, "w", encoding="utf-8")
+        self._out.write("[")
+        self.traces = 0
+
+    def add(self, head: dict, stamps: dict) -> None:
+        self._out.write((", " if self.traces else "") + json.dumps(head) + ", " +
+                        json.dumps(stamps))
+        self.traces += 1
+
+    def close(self) -> None:
+        self._out.write("]")
+        self._out.close()
+        os.replace(self._partial, self.path)
+
+
 class _Scope:
-    """The traces of one setting (the global one, or one model's): what was collected and
-    not yet written, the sampling counter, the traces left and the next file index."""
+    """The traces of one setting (the global one, or one model's): the file being
+    written, the sampling counter, the traces left and the next file index."""
 
     def __init__(self, settings: TraceSettings) -> None:
         self.settings = settings
         self.seen = 0
         self.left = settings.trace_count
-        self.pending: list[dict] = []
+        self.file: _TraceFile | None = None
         self.file_index = 0
+
+    def open(self) -> _TraceFile | None:
+        """The file this scope's next trace goes to (None: it cannot be written). With a
+        log frequency or a trace count the files are indexed (``<trace_file>.<n>``), else
+        it is ``<trace_file>`` itself, closed at shutdown."""
+        if self.file is None:
+            settings = self.settings
+            if not settings.trace_file:
+                log.warning("a sampled trace is dropped: no trace_file is set")
+                return None
+            path = settings.trace_file
+            if settings.log_frequency or settings.trace_count >= 0:
+                path = f"{path}.{self.file_index}"
+                self.file_index += 1
+            try:
+                self.file = _TraceFile(path)
+            except OSError as exc:
+                log.error("cannot write traces to %s: %s", path, exc.strerror)
+        return self.file
+
+    def close(self) -> None:
+        if self.file is not None:
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError as exc:
+                log.error("cannot write traces to %s: %s", file.path, exc.strerror)
 
 
 class Tracer:
@@ -154,7 +208,8 @@ class Tracer:
                     override.pop(name, None)
                 else:
                     override[name] = value
-            self._write_pending(self._models.get(model))
+            if model in self._models:
+                self._models[model].close()
             if override:
                 self._overrides[model] = override
             else:
@@ -164,9 +219,7 @@ class Tracer:
             base = dataclasses.asdict(self.global_settings)
             for name, value in checked.items():
                 base[name] = getattr(TraceSettings, name) if value is None else value
-            self._write_pending(self._global)
-            for scope in self._models.values():
-                self._write_pending(scope)
+            self.flush()
             self.global_settings = TraceSettings(**base)
             self._global = _Scope(self.global_settings)
             self._models.clear()
@@ -210,42 +263,32 @@ class Tracer:
 
     def record(self, trace: tuple[int, _Scope], model: str, version: int, request_id: Any,
                timings: tuple[int, int, int, int], end_ns: int) -> None:
-        """Keeps the timestamps of a sampled request; writes the scope's traces when its
-        log frequency or its count says so."""
+        """Writes the timestamps of a sampled request to its scope's file; closes the file
+        when the log frequency or the count says so."""
         trace_id, scope = trace
+        file = scope.open()
+        if file is None:
+            return
         received, enqueued, compute_start, compute_end = timings
-        scope.pending.append({"id": trace_id, "model_name": model, "model_version": version,
-                              "request_id": "" if request_id is None else str(request_id)})
-        scope.pending.append({"id": trace_id, "timestamps": [
-            {"name": "REQUEST_START", "ns": received},
-            {"name": "QUEUE_START", "ns": enqueued},
-            {"name": "COMPUTE_START", "ns": compute_start},
-            {"name": "COMPUTE_END", "ns": compute_end},
-            {"name": "REQUEST_END", "ns": end_ns}]})
+        try:
+            file.add({"id": trace_id, "model_name": model, "model_version": version,
+                      "request_id": "" if request_id is None else str(request_id)},
+                     {"id": trace_id, "timestamps": [
+                         {"name": "REQUEST_START", "ns": received},
+                         {"name": "QUEUE_START", "ns": enqueued},
+                         {"name": "COMPUTE_START", "ns": compute_start},
+                         {"name": "COMPUTE_END", "ns": compute_end},
+                         {"name": "REQUEST_END", "ns": end_ns}]})
+        except OSError as exc:
+            log.error("cannot write traces to %s: %s", file.path, exc.strerror)
+            scope.close()
+            return
         frequency = scope.settings.log_frequency
-        if (frequency and len(scope.pending) >= 2 * frequency) or scope.left == 0:
-            self._write_pending(scope, indexed=True)
+        if (frequency and file.traces >= frequency) or scope.left == 0:
+            scope.close()
 
     def flush(self) -> None:
-        """Writes every trace not yet written (at shutdown)."""
-        self._write_pending(self._global)
+        """Closes every trace file being written (at shutdown, and before new settings)."""
+        self._global.close()
         for scope in list(self._models.values()):
-            self._write_pending(scope)
-
-    def _write_pending(self, scope: _Scope | None, indexed: bool = False) -> None:
-        if scope is None or not scope.pending:
-            return
-        settings = scope.settings
-        traces, scope.pending = scope.pending, []
-        if not settings.trace_file:
-            log.warning("%d traces dropped: no trace_file is set", len(traces) // 2)
-            return
-        path = settings.trace_file
-        if indexed or settings.log_frequency:
-            path = f"{path}.{scope.file_index}"
-            scope.file_index += 1
-        try:
-            with open(path, "w", encoding="utf-8") as out:
-                json.dump(traces, out)
-        except OSError as exc:
-            log.error("cannot write %d traces to %s: %s", len(traces) // 2, path, exc.strerror)
+            scope.close()
