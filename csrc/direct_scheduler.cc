@@ -55,21 +55,25 @@ Status DirectScheduler::QueueLocked(std::unique_ptr<InferRequest>* request) {
   return Status::Success();
 }
 
-Status DirectScheduler::Enqueue(std::unique_ptr<InferRequest>* request) {
-  bool wake_all;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    Status status = QueueLocked(request);
-    if (!status.IsOk()) return status;
-    // A thread whose instance runs a caller's request cannot take this one:
-    // wake them all so that an idle one does.
-    wake_all = running_inline_ > 0;
-  }
-  if (wake_all) {
+void DirectScheduler::WakeForQueued(bool inline_running) {
+  // A thread whose instance runs a caller's request cannot take the new one:
+  // then wake them all so that an idle one does.
+  if (inline_running) {
     cv_.notify_all();
   } else {
     cv_.notify_one();
   }
+}
+
+Status DirectScheduler::Enqueue(std::unique_ptr<InferRequest>* request) {
+  bool inline_running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Status status = QueueLocked(request);
+    if (!status.IsOk()) return status;
+    inline_running = running_inline_ > 0;
+  }
+  WakeForQueued(inline_running);
   return Status::Success();
 }
 
@@ -98,12 +102,7 @@ Status DirectScheduler::EnqueueOrRun(std::unique_ptr<InferRequest>* request,
     if (index == busy_.size()) {
       Status status = QueueLocked(request);
       if (!status.IsOk()) return status;
-      const bool wake_all = running_inline_ > 0;
-      if (wake_all) {
-        cv_.notify_all();
-      } else {
-        cv_.notify_one();
-      }
+      WakeForQueued(running_inline_ > 0);
       return Status::Success();
     }
     busy_[index] = true;

@@ -63,6 +63,9 @@ class DirectScheduler : public Scheduler {
                   CompletionQueue* completions, ModelStats* stats);
   // Queues `request` (see Enqueue) without waking a thread. mu_ held.
   Status QueueLocked(std::unique_ptr<InferRequest>* request);
+  // Wakes an instance thread for a request just queued (all of them while a
+  // caller's thread runs a request on one).
+  void WakeForQueued(bool inline_running);
   void InstanceLoop(size_t index);
   // Runs one request on `runtime`, times it and records it; returns it for
   // the completion queue.

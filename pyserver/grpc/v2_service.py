@@ -24,7 +24,6 @@ from pyserver.errors import Code, ServerError, grpc_status, internal, invalid_ar
 from pyserver.protocol import v2
 from pyserver.protocol.messages import parse
 from pyserver.protos import v2_grpc_service_pb2 as pb
-from pyserver.protos import v2_model_config_pb2 as mc2
 from pyserver.server import InferenceServer
 from pyserver.shared_memory import CudaRegion, SystemRegion
 
@@ -111,9 +110,7 @@ class V2GrpcService:
 
     async def model_config(self, request):
         config = self.server.model_config(request.name, v2.parse_version(request.version))
-        # same field numbers: the v1 config is the v2 config's wire form
-        return pb.ModelConfigResponse(config=mc2.ModelConfig.FromString(
-            config.SerializeToString()))
+        return pb.ModelConfigResponse(config=v2.v2_config(config))
 
     async def model_statistics(self, request):
         doc = v2.statistics(self.server.statistics(

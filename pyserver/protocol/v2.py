@@ -325,8 +325,13 @@ def model_config(config) -> dict:
     every field without presence printed even when it holds its default
     (``"max_batch_size": 0``, ``"format": "FORMAT_NONE"``, empty lists), int64 as numbers,
     enums as their names; unset messages and unset oneof members left out."""
-    return message_to_dict(mc2.ModelConfig.FromString(config.SerializeToString()),
-                           defaults=True)
+    return message_to_dict(v2_config(config), defaults=True)
+
+
+def v2_config(config) -> "mc2.ModelConfig":
+    """The repository's config (v1 layout) as the v2 ModelConfig message: the same field
+    numbers, so the v1 config is the v2 config's wire form."""
+    return mc2.ModelConfig.FromString(config.SerializeToString())
 
 
 def message_to_dict(message, defaults: bool = False) -> dict:
